@@ -1,0 +1,7 @@
+"""Flow models and their layers (no training, no I/O)."""
+
+from flowaug.flows.affine1d import AffineFlow1D
+from flowaug.flows.base import ConditionalFlow, FlowLayer
+from flowaug.flows.glow import Glow
+
+__all__ = ["AffineFlow1D", "ConditionalFlow", "FlowLayer", "Glow"]

@@ -1,0 +1,299 @@
+"""The contract every flowaug model and layer follows.
+
+Layers map data to latents: ``forward(x, cond) -> (z, logdet)`` and ``inverse(z, cond) -> x``.
+Whole models (:class:`ConditionalFlow`) map data in *model space* (float tensors, e.g. images in
+``[0, 1]``) to a standard-normal latent ``eps`` of shape ``[B, D]`` and give ``log_prob``,
+``sample``, ``encode`` and ``decode`` on top of that one map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FlowLayer", "ConditionalFlow", "standard_normal_log_prob", "check_float_tensor"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(eps: Tensor) -> Tensor:
+    """Log-density of a standard normal, summed over all but the batch dimension.
+
+    Args:
+        eps: float tensor ``[B, ...]``.
+
+    Returns:
+        Tensor ``[B]`` in nats.
+    """
+    flat = eps.flatten(1)
+    return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * _LOG_2PI)
+
+
+def check_float_tensor(name: str, x: Any, shape: Sequence[int] | None = None) -> Tensor:
+    """Validate a model-space input: a finite float tensor ``[B, *shape]``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: wrong shape, or NaN/inf values.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor in model space, got dtype {x.dtype}; "
+            "convert integer images with flowaug.preprocessing.to_model_space(x, levels)."
+        )
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape [B, {', '.join(map(str, shape))}] (the model's event shape), "
+            f"got {list(x.shape)}."
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values; clean the input before the flow.")
+    return x
+
+
+class FlowLayer(nn.Module):
+    """An invertible layer: ``forward(x, cond) -> (z, logdet)``, ``inverse(z, cond) -> x``.
+
+    ``cond`` is a per-sample context (for flowaug, a class embedding ``[B, E]``) or ``None``;
+    ``logdet`` is ``log|det dz/dx|`` per sample, shape ``[B]``.
+    """
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+class ConditionalFlow(nn.Module):
+    """Base class of whole models: class-conditional maps ``x -> eps ~ N(0, I)``.
+
+    Subclasses implement :meth:`_forward` (``x -> (eps, logdet)``, ``eps`` of shape ``[B, D]``)
+    and :meth:`_inverse` (``eps -> x``), and set ``event_shape``, ``num_classes`` and ``config``.
+    Everything else (validation, ``log_prob``, ``sample``, persistence) is shared.
+
+    Attributes:
+        event_shape: shape of one sample in model space, e.g. ``(1, 8, 8)`` or ``(13,)``.
+        num_classes: number of classes, or ``0`` for an unconditional model.
+        config: JSON-serializable constructor arguments; ``type(self)(**config)`` rebuilds it.
+    """
+
+    event_shape: tuple[int, ...]
+    num_classes: int
+    config: dict[str, Any]
+
+    # --- to implement -------------------------------------------------------------------------
+    def _forward(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _inverse(self, eps: Tensor, y: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------------------
+    @property
+    def event_dim(self) -> int:
+        """Number of scalar dimensions ``D`` of one sample."""
+        return math.prod(self.event_shape)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def check_labels(self, y: Any, batch_size: int | None = None) -> Tensor | None:
+        """Validate labels: LongTensor ``[B]`` in ``[0, num_classes)``, or None if unconditional."""
+        if self.num_classes == 0:
+            if y is not None:
+                y = torch.as_tensor(y)
+                if batch_size is not None and y.numel() not in (0, batch_size):
+                    raise ValueError(f"y has {y.numel()} labels for a batch of {batch_size}.")
+            return None
+        if y is None:
+            raise ValueError(
+                f"y is required: this model is class-conditional with {self.num_classes} classes."
+            )
+        if isinstance(y, int):
+            y = torch.tensor([y])
+        y = torch.as_tensor(y)
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}.")
+        y = y.long().reshape(-1)
+        if batch_size is not None and y.shape[0] != batch_size:
+            raise ValueError(f"y has {y.shape[0]} labels for a batch of {batch_size} samples.")
+        if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(
+                f"y holds class {int(y.min()) if y.min() < 0 else int(y.max())}, outside "
+                f"[0, {self.num_classes - 1}] for this {self.num_classes}-class model."
+            )
+        return y.to(self.device)
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Map data to the standard-normal latent.
+
+        Args:
+            x: float tensor ``[B, *event_shape]`` in model space.
+            y: LongTensor ``[B]`` of classes (``None`` for unconditional models).
+
+        Returns:
+            ``eps``: float tensor ``[B, D]``, distributed ``N(0, I)`` under the model.
+        """
+        check_float_tensor("x", x, self.event_shape)
+        return self._forward(x, self.check_labels(y, x.shape[0]))[0]
+
+    def decode(self, eps: Tensor, y: Tensor | None = None) -> Tensor:
+        """Exact inverse of :meth:`encode`: ``eps [B, D] -> x [B, *event_shape]``."""
+        check_float_tensor("eps", eps, (self.event_dim,))
+        return self._inverse(eps, self.check_labels(y, eps.shape[0]))
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Exact log-density of ``x`` given class ``y``, in nats, shape ``[B]``."""
+        check_float_tensor("x", x, self.event_shape)
+        eps, logdet = self._forward(x, self.check_labels(y, x.shape[0]))
+        return standard_normal_log_prob(eps) + logdet
+
+    def class_log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x | c)`` for every class ``c``: float tensor ``[B, num_classes]``."""
+        if self.num_classes == 0:
+            raise ValueError("class_log_prob needs a class-conditional model (num_classes > 0).")
+        check_float_tensor("x", x, self.event_shape)
+        cols = []
+        for c in range(self.num_classes):
+            y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+            eps, logdet = self._forward(x, y)
+            cols.append(standard_normal_log_prob(eps) + logdet)
+        return torch.stack(cols, dim=1)
+
+    def classify(self, x: Tensor, prior: Tensor | None = None) -> Tensor:
+        """Class posterior ``p(c | x)`` by Bayes' rule, ``[B, num_classes]``."""
+        logits = self.class_log_prob(x)
+        if prior is not None:
+            logits = logits + torch.as_tensor(prior, device=logits.device).log()
+        return logits.softmax(dim=1)
+
+    def sample(
+        self,
+        y: Tensor | int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        num_samples: int | None = None,
+    ) -> Tensor:
+        """Draw samples in model space.
+
+        Args:
+            y: LongTensor ``[B]`` of classes (one sample per entry); for unconditional models
+                pass ``num_samples`` instead.
+            temperature: scale of the latent noise; ``< 1`` gives cleaner, less diverse samples.
+            generator: a ``torch.Generator`` (on the model's device) for reproducible draws.
+            num_samples: number of samples for unconditional models.
+
+        Returns:
+            float tensor ``[B, *event_shape]``.
+        """
+        if not (isinstance(temperature, (int, float)) and temperature >= 0):
+            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}.")
+        if self.num_classes == 0:
+            if num_samples is None:
+                num_samples = 1 if y is None else torch.as_tensor(y).numel()
+            labels = None
+            n = int(num_samples)
+        else:
+            labels = self.check_labels(y)
+            n = labels.shape[0]
+        eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
+        return self._inverse(eps * temperature, labels)
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor, y: Tensor | None = None) -> None:
+        """Data-dependent initialization (ActNorm) from a batch; a no-op for models without it.
+
+        Deterministic in ``(x, y)``: every process that calls it with the same batch ends with
+        the same parameters.
+        """
+        from flowaug.flows.layers import ActNorm  # local: layers imports this module
+
+        check_float_tensor("x", x, self.event_shape)
+        norms = [m for m in self.modules() if isinstance(m, ActNorm)]
+        for m in norms:
+            m.initialized.fill_(False)
+        was_training = self.training
+        # eval() elsewhere, but ActNorm initializes only in train mode; dropout is moot here
+        # because every coupling starts as the identity
+        self.train()
+        try:
+            self._forward(x, self.check_labels(y, x.shape[0]))
+        finally:
+            self.train(was_training)
+        for m in norms:
+            m.initialized.fill_(True)
+
+    @property
+    def levels(self) -> int | None:
+        """Intensity levels of the integer data the model is for (``None`` for continuous data)."""
+        return self.config.get("levels")
+
+    def prepare_batch(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Raw data batch -> model space; the trainer calls it on every batch.
+
+        Integer tensors are dequantized with fresh uniform noise (``levels`` from the config);
+        float tensors are taken as already in model space.
+        """
+        if isinstance(x, Tensor) and not x.is_floating_point() and x.dtype != torch.bool:
+            from flowaug.preprocessing import dequantize
+
+            if self.levels is None:
+                raise TypeError(
+                    f"x has integer dtype {x.dtype} but this model has no `levels`; pass float "
+                    "data in model space."
+                )
+            return dequantize(x, self.levels, generator=generator)
+        return check_float_tensor("x", x, self.event_shape)
+
+    def nll_bits_per_dim(
+        self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Negative log-likelihood in bits/dim, ``[B]``, of a raw batch.
+
+        Integer data is dequantized and reported in discrete terms (comparable with published
+        numbers); float data gives continuous bits/dim.
+        """
+        discrete = not x.is_floating_point()
+        x01 = self.prepare_batch(x, generator)
+        return self.bits_per_dim_from_log_prob(
+            self.log_prob(x01, y), self.levels if discrete else None
+        )
+
+    def bits_per_dim_from_log_prob(self, log_prob: Tensor, levels: int | None = None) -> Tensor:
+        """Convert ``log p(x)`` of model-space data to bits/dim.
+
+        With ``levels`` the result is in discrete terms: the density of data in ``[0, 1]`` is
+        rescaled to integer units (``+ D * log(levels)``), as published numbers are.
+        """
+        nll = -log_prob
+        if levels is not None:
+            nll = nll + self.event_dim * math.log(levels)
+        return nll / (self.event_dim * math.log(2))
+
+    # --- persistence ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str, class_names: Sequence[str] | None = None) -> None:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (created if needed)."""
+        from flowaug.io import save_model
+
+        save_model(self, directory, class_names=class_names)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu"):
+        """Load a model written by :meth:`save_pretrained` (never unpickles)."""
+        from flowaug.io import load
+
+        model = load(directory, map_location=map_location)
+        if not isinstance(model, cls):
+            raise TypeError(
+                f"{directory} holds a {type(model).__name__}, not a {cls.__name__}; "
+                "use flowaug.load(directory) to load whatever it holds."
+            )
+        return model
