@@ -1,0 +1,192 @@
+"""Glow as a whole: inverse, log-det, normalization, conditioning and input validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import perturb_zero_init
+from torch.autograd.functional import jacobian
+
+from flowaug import Glow
+from flowaug.flows.layers import LogitTransform
+
+# (image_shape, num_classes, num_levels)
+CONFIGS = [
+    ((1, 4, 4), 3, None),
+    ((3, 4, 4), 0, None),
+    ((1, 8, 8), 10, 2),
+    ((2, 8, 8), None, 3),
+]
+
+
+def _model(shape, num_classes, num_levels, dtype=torch.float64):
+    model = Glow(shape, num_classes, num_levels=num_levels, depth=2, hidden=8, cond_dim=4)
+    model = perturb_zero_init(model).to(dtype)
+    x = torch.rand(16, *shape, dtype=dtype)
+    model.initialize(x, _labels(model, 16))
+    return model.eval()
+
+
+def _labels(model, n):
+    return torch.arange(n) % model.num_classes if model.num_classes else None
+
+
+@pytest.mark.parametrize("shape,num_classes,num_levels", CONFIGS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
+def test_decode_inverts_encode(shape, num_classes, num_levels, dtype, tol):
+    model = _model(shape, num_classes, num_levels, dtype)
+    x = torch.rand(5, *shape, dtype=dtype) * 0.98 + 0.01
+    y = _labels(model, 5)
+    eps = model.encode(x, y)
+    assert eps.shape == (5, math.prod(shape))
+    assert (model.decode(eps, y) - x).abs().max() <= tol
+
+
+@pytest.mark.parametrize("shape,num_classes,num_levels", CONFIGS)
+def test_log_prob_matches_autograd_jacobian(shape, num_classes, num_levels):
+    model = _model(shape, num_classes, num_levels)
+    x = torch.rand(2, *shape, dtype=torch.float64) * 0.98 + 0.01
+    y = _labels(model, 2)
+    log_prob = model.log_prob(x, y)
+    for i in range(2):
+        yi = None if y is None else y[i : i + 1]
+
+        def f(xi, yi=yi):
+            return model.encode(xi.view(1, *shape), yi).flatten()
+
+        jac = jacobian(f, x[i].flatten())
+        eps = f(x[i].flatten())
+        expected = -0.5 * (eps.pow(2).sum() + eps.numel() * math.log(2 * math.pi))
+        expected = expected + torch.linalg.slogdet(jac)[1]
+        assert torch.allclose(log_prob[i], expected, atol=1e-7), (log_prob[i], expected)
+
+
+@pytest.mark.parametrize("num_classes", [0, 2])
+def test_density_integrates_to_one(num_classes):
+    """Midpoint rule over the support of a 4-dimensional model (1x2x2 images)."""
+    model = _model((1, 2, 2), num_classes, 1)
+    alpha = model.preprocess.alpha
+    lo, hi = -alpha / (1 - 2 * alpha), (1 - alpha) / (1 - 2 * alpha)  # where logit is defined
+    n = 28
+    edges = torch.linspace(lo, hi, n + 1, dtype=torch.float64)
+    mids = (edges[1:] + edges[:-1]) / 2
+    grid = torch.cartesian_prod(mids, mids, mids, mids).view(-1, 1, 2, 2)
+    y = torch.zeros(grid.shape[0], dtype=torch.long) if num_classes else None
+    with torch.no_grad():
+        total = sum(
+            model.log_prob(chunk, None if y is None else y[: len(chunk)]).exp().sum()
+            for chunk in grid.split(100_000)
+        )
+    integral = total * ((hi - lo) / n) ** 4
+    assert abs(integral.item() - 1.0) < 0.02, integral
+
+
+def test_logit_support_matches_integration_bounds():
+    layer = LogitTransform(0.05)
+    u = torch.tensor([[-0.05 / 0.9 + 1e-9, (0.95) / 0.9 - 1e-9]], dtype=torch.float64)
+    assert torch.isfinite(layer(u)[0]).all()
+
+
+def test_class_conditioning_is_learned():
+    """Two distinguishable classes: after a few steps the right label explains x better."""
+    torch.manual_seed(0)
+    model = Glow((1, 4, 4), num_classes=2, depth=2, hidden=16, cond_dim=4)
+    n = 128
+    y = torch.arange(n) % 2
+    base = torch.where(y.view(-1, 1, 1, 1) == 0, 0.2, 0.8)
+    x = (base + 0.05 * torch.randn(n, 1, 4, 4)).clamp(0.01, 0.99)
+    model.initialize(x, y)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = -model.log_prob(x, y).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        right = model.log_prob(x, y)
+        wrong = model.log_prob(x, 1 - y)
+        posterior = model.classify(x)
+    assert (right > wrong).float().mean() > 0.9
+    assert (posterior.argmax(1) == y).float().mean() > 0.9
+    samples = model.sample(torch.tensor([0] * 32 + [1] * 32), temperature=0.7)
+    assert samples[:32].mean() < 0.5 < samples[32:].mean()
+
+
+def test_sample_shape_range_and_determinism():
+    model = _model((1, 8, 8), 10, 2, torch.float32)
+    y = torch.tensor([3, 3, 7])
+    a = model.sample(y, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    b = model.sample(y, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 1, 8, 8) and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    unconditional = _model((1, 4, 4), 0, None, torch.float32)
+    assert unconditional.sample(num_samples=4).shape == (4, 1, 4, 4)
+
+
+def test_temperature_zero_gives_the_mode_of_each_class():
+    model = _model((1, 4, 4), 3, None, torch.float32)
+    s = model.sample(torch.tensor([1, 1]), temperature=0.0)
+    assert torch.allclose(s[0], s[1])
+
+
+def test_bits_per_dim_of_integer_images():
+    model = _model((1, 8, 8), 10, 2, torch.float32)
+    x = torch.randint(0, 17, (6, 1, 8, 8))
+    y = torch.arange(6)
+    bpd = model.bits_per_dim(x, y, levels=17, generator=torch.Generator().manual_seed(0))
+    assert bpd.shape == (6,) and torch.isfinite(bpd).all()
+    # identical to the generic path, with the same dequantization noise
+    from flowaug.preprocessing import dequantize
+
+    x01 = dequantize(x, 17, generator=torch.Generator().manual_seed(0))
+    expected = (-model.log_prob(x01, y) + 64 * math.log(17)) / (64 * math.log(2))
+    assert torch.allclose(bpd, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x,y,error,match",
+    [
+        (torch.rand(2, 3, 8, 8), [0, 1], ValueError, r"shape \[B, 1, 8, 8\]"),
+        (torch.rand(2, 1, 4, 4), [0, 1], ValueError, r"got \[2, 1, 4, 4\]"),
+        (torch.rand(2, 1, 8, 8), [0, 10], ValueError, "outside"),
+        (torch.rand(2, 1, 8, 8), [-1, 0], ValueError, "outside"),
+        (torch.rand(2, 1, 8, 8), [0, 1, 2], ValueError, "3 labels for a batch of 2"),
+        (torch.rand(2, 1, 8, 8), None, ValueError, "y is required"),
+        (torch.full((2, 1, 8, 8), float("nan")), [0, 1], ValueError, "NaN"),
+        (torch.randint(0, 255, (2, 1, 8, 8)), [0, 1], TypeError, "floating-point"),
+        (torch.rand(2, 1, 8, 8), torch.tensor([0.0, 1.0]), TypeError, "integer class"),
+        ([[0.5]], [0], TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(x, y, error, match):
+    model = Glow((1, 8, 8), 10, depth=1, hidden=4)
+    with pytest.raises(error, match=match):
+        model.log_prob(x, y)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(image_shape=(1, 8)), "image_shape must be"),
+        (dict(image_shape=(1, 6, 6), num_levels=2), "divisible by 4"),
+        (dict(image_shape=(1, 8, 8), depth=0), "depth"),
+        (dict(image_shape=(1, 8, 8), num_classes=-1), "num_classes"),
+        (dict(image_shape=(1, 8, 8), levels=1), "levels"),
+    ],
+)
+def test_bad_configuration_gets_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Glow(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (1, 28, 28), (3, 16, 16)])
+def test_image_sizes_from_8_to_32(shape):
+    model = Glow(shape, 2, depth=1, hidden=8)
+    x = torch.rand(2, *shape)
+    y = torch.tensor([0, 1])
+    model.initialize(x, y)
+    assert torch.isfinite(model.log_prob(x, y)).all()
+    assert (model.decode(model.encode(x, y), y) - x).abs().max() < 1e-4
