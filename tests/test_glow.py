@@ -190,3 +190,13 @@ def test_image_sizes_from_8_to_32(shape):
     model.initialize(x, y)
     assert torch.isfinite(model.log_prob(x, y)).all()
     assert (model.decode(model.encode(x, y), y) - x).abs().max() < 1e-4
+
+
+def test_rsample_with_log_prob_is_differentiable_and_consistent():
+    model = _model((1, 4, 4), 2, None, torch.float64)
+    x, log_q = model.rsample_with_log_prob(torch.tensor([0, 1, 1]))
+    assert x.shape == (3, 1, 4, 4) and log_q.shape == (3,)
+    assert torch.allclose(log_q, model.log_prob(x, torch.tensor([0, 1, 1])))
+    log_q.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
