@@ -1,7 +1,43 @@
 """flowaug: expand scarce datasets with class-conditional normalizing flows."""
 
-from flowaug.flows import AffineFlow1D, ConditionalFlow, Glow
+from flowaug.flows import AffineFlow1D, ConditionalFlow, Glow, TabularFlow
+from flowaug.io import load
+from flowaug.sampling import SyntheticBank
+from flowaug.torchdata import SyntheticDataset
+from flowaug.training import FlowTrainer, TrainConfig, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["AffineFlow1D", "ConditionalFlow", "Glow", "__version__"]
+__all__ = [
+    "AffineFlow1D",
+    "ConditionalFlow",
+    "Glow",
+    "TabularFlow",
+    "FlowOversampler",
+    "__version__",
+    "FlowTrainer",
+    "TrainConfig",
+    "fit",
+    "load",
+    "FlowAugment",
+    "SyntheticBank",
+    "SyntheticDataset",
+    "hf",
+]
+
+
+def __getattr__(name: str):
+    # FlowAugment needs torchvision and hf needs datasets: import them on first use only
+    if name == "FlowAugment":
+        from flowaug.augment import FlowAugment
+
+        return FlowAugment
+    if name == "FlowOversampler":  # scikit-learn is imported on first use only
+        from flowaug.oversample import FlowOversampler
+
+        return FlowOversampler
+    if name == "hf":
+        import importlib
+
+        return importlib.import_module("flowaug.hf")
+    raise AttributeError(f"module 'flowaug' has no attribute {name!r}")

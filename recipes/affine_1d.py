@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"{'':6s}{'fitted':>10s}{'data':>10s}")
     for key in ("mean", "std"):
         print(f"{key:6s}{fitted[key]:10.4f}{actual[key]:10.4f}")
-    return {f"fitted_{k}": v for k, v in fitted.items()} | {f"data_{k}": v for k, v in actual.items()}
+    return {f"fitted_{k}": fitted[k] for k in fitted} | {f"data_{k}": actual[k] for k in actual}
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ import torch
 
 from flowaug.flows.layers import CouplingNet, GaussianPrior
 
+# the models under test are tiny: one thread is faster than two fighting over small kernels,
+# and keeps runs reproducible on a shared machine
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
@@ -30,3 +34,35 @@ def perturb_zero_init(module: torch.nn.Module, scale: float = 0.05) -> torch.nn.
                 if m.cond is not None:
                     m.cond.weight.normal_(0, scale)
     return module
+
+
+@pytest.fixture(scope="session")
+def digits_glow():
+    """A tiny Glow trained briefly (Adam, 100 steps of 64) on scikit-learn's digits, in eval mode.
+
+    Returns ``(model, x, y)``: ``x`` the digits as int64 levels ``[1797, 1, 8, 8]`` in 0..16,
+    ``y`` their classes. Shared by the session: tests must not change the weights.
+    """
+    from sklearn.datasets import load_digits
+
+    from flowaug import Glow
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.long).unsqueeze(1)
+    y = torch.tensor(digits.target)
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17)
+        model.initialize(model.prepare_batch(x[:512], g), y[:512])
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(100):
+            idx = torch.randint(0, len(x), (64,), generator=g)
+            loss = -model.log_prob(model.prepare_batch(x[idx], g), y[idx]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch.set_num_threads(threads)
+    return model.eval(), x, y

@@ -3,5 +3,6 @@
 from flowaug.flows.affine1d import AffineFlow1D
 from flowaug.flows.base import ConditionalFlow, FlowLayer
 from flowaug.flows.glow import Glow
+from flowaug.flows.tabular import TabularFlow
 
-__all__ = ["AffineFlow1D", "ConditionalFlow", "FlowLayer", "Glow"]
+__all__ = ["AffineFlow1D", "ConditionalFlow", "FlowLayer", "Glow", "TabularFlow"]

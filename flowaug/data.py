@@ -1,0 +1,481 @@
+"""Adapters from user data to tensors the trainer and models consume.
+
+Everything ends as a :class:`FlowData`: ``x`` (all samples in memory, as befits scarce data),
+integer labels ``y``, the number of intensity ``levels`` for integer images, and class names.
+
+Integer images stay integer (``uint8`` or ``int64``): the trainer hands each batch to
+``model.prepare_batch``, which dequantizes it with fresh noise every time, so the flow never sees
+the same continuous point twice and its bits/dim stay comparable with published numbers.
+
+Example:
+    >>> data = load_sklearn("digits")
+    >>> data.x.shape, data.x.dtype, data.levels, data.num_classes
+    (torch.Size([1797, 1, 8, 8]), torch.int64, 17, 10)
+    >>> data.class_names[:3]
+    ['0', '1', '2']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowaug.preprocessing import check_levels
+
+__all__ = [
+    "FlowData",
+    "as_flow_data",
+    "load_sklearn",
+    "load_data",
+    "load_image_folder",
+    "SKLEARN_DATASETS",
+    "IMAGE_EXTENSIONS",
+]
+
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_IMAGE_COLUMNS = ("image", "img", "images", "pixel_values")
+_LABEL_COLUMNS = ("label", "labels", "target", "class")
+
+
+@dataclass(frozen=True)
+class FlowData:
+    """A labelled data set held as tensors.
+
+    Attributes:
+        x: images ``[N, C, H, W]`` (integer with ``levels``, or float in ``[0, 1]``) or float
+            feature vectors ``[N, F]``.
+        y: LongTensor ``[N]`` of classes in ``[0, num_classes)``, or ``None`` (unlabelled).
+        levels: intensity levels of integer images (``None`` for float data).
+        class_names: one name per class, or ``None``.
+        num_classes: number of classes (0 when unlabelled).
+    """
+
+    x: Tensor
+    y: Tensor | None
+    levels: int | None = None
+    class_names: list[str] | None = None
+    num_classes: int = 0
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. ``(1, 8, 8)`` or ``(13,)``."""
+        return tuple(self.x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.dim() == 4
+
+    @property
+    def is_discrete(self) -> bool:
+        """Integer data, to be dequantized (and scored in discrete bits/dim)."""
+        return not self.x.is_floating_point()
+
+    def subset(self, index: Tensor | np.ndarray | Sequence[int]) -> FlowData:
+        """The samples at ``index`` (same levels, classes and names)."""
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
+
+
+# --- conversion helpers ----------------------------------------------------------------------
+
+
+def _image_to_chw(image: Any, where: str) -> Tensor:
+    """One image (PIL, ndarray ``[H, W(, C)]``, tensor ``[C, H, W]`` or ``[H, W]``) -> tensor."""
+    if hasattr(image, "getbands"):  # PIL image
+        arr = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+        image = torch.from_numpy(arr.copy())
+        return image[None] if image.dim() == 2 else image.permute(2, 0, 1)
+    if isinstance(image, (list, tuple)):  # array columns of a datasets.Dataset
+        image = np.asarray(image)
+    if isinstance(image, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(image))
+        if t.dim() == 3 and t.shape[-1] in (1, 3, 4) and t.shape[-1] < t.shape[0]:
+            t = t.permute(2, 0, 1)  # numpy images are conventionally [H, W, C]
+        image = t
+    if isinstance(image, Tensor):
+        if image.dim() == 2:
+            return image[None]
+        if image.dim() == 3:
+            return image
+        raise ValueError(
+            f"{where}: expected an image [C, H, W] or [H, W], got {list(image.shape)}."
+        )
+    raise TypeError(
+        f"{where}: expected a PIL image, numpy array or tensor, got {type(image).__name__}."
+    )
+
+
+def _stack_images(images: Sequence[Any], what: str) -> Tensor:
+    tensors = [_image_to_chw(img, f"{what}[{i}]") for i, img in enumerate(images)]
+    if not tensors:
+        raise ValueError(f"{what} is empty; need at least one sample.")
+    shape = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if t.shape != shape:
+            raise ValueError(
+                f"{what}[{i}] has shape {list(t.shape)} but {what}[0] has {list(shape)}; flows "
+                "need one image size: resize the images first (e.g. torchvision v2.Resize)."
+            )
+    return torch.stack(tensors)
+
+
+def _labels_to_tensor(
+    y: Any, n: int, class_names: Sequence[str] | None
+) -> tuple[Tensor, list[str] | None]:
+    arr = np.asarray(y.cpu() if isinstance(y, Tensor) else y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"y must hold one label per sample ({n}), got shape {list(arr.shape)}.")
+    if arr.dtype.kind in "USO":
+        # string labels: classes in sorted order, as scikit-learn's LabelEncoder does
+        names, codes = np.unique(arr.astype(str), return_inverse=True)
+        return torch.as_tensor(codes, dtype=torch.long), list(names)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise TypeError("y must hold integer class indices, got non-integer floats.")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"y must hold integer class indices or strings, got dtype {arr.dtype}.")
+    labels = torch.as_tensor(arr.astype(np.int64))
+    if n and labels.min() < 0:
+        raise ValueError(f"y holds negative class {int(labels.min())}; classes are 0..K-1.")
+    return labels, None if class_names is None else [str(c) for c in class_names]
+
+
+def _infer_levels(x: Tensor, levels: int | None) -> tuple[Tensor, int | None]:
+    """Decide how ``x`` is represented: integer levels (discrete) or float (continuous)."""
+    if x.dim() != 4:  # feature vectors: continuous
+        x = x.float()
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or inf values; clean or drop those samples first.")
+        return x, None
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8)
+        levels = 2 if levels is None else levels
+    if x.is_floating_point():
+        x = x.float()
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or inf values; clean or drop those samples first.")
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(
+                f"float images must lie in [0, 1], got values in [{float(x.min()):.3g}, "
+                f"{float(x.max()):.3g}]; pass integer images with levels=..., or rescale."
+            )
+        scale = (check_levels(levels) if levels is not None else 256) - 1
+        k = torch.round(x * scale)
+        if torch.allclose(k / scale, x, atol=1e-4):
+            # float images that are really quantized (e.g. ToTensor's k/255) go back to levels,
+            # since a flow fitted to exact grid points has a degenerate density
+            return k.to(torch.int64 if scale > 255 else torch.uint8), scale + 1
+        if levels is not None:
+            raise ValueError(
+                f"x holds float images that are not multiples of 1/{scale} (levels={levels}); "
+                "pass the integer images instead, or leave levels=None for continuous data."
+            )
+        return x, None
+    if x.numel() and x.min() < 0:
+        raise ValueError(f"integer images must be >= 0, got a minimum of {int(x.min())}.")
+    top = int(x.max()) if x.numel() else 0
+    if levels is None:
+        if x.dtype == torch.uint8 or top > 127:
+            levels = 256
+        else:
+            raise ValueError(
+                f"x holds {x.dtype} images with values in [0, {top}]; say how many intensity "
+                "levels they have with levels=... (e.g. 17 for scikit-learn digits, 256 for "
+                "8-bit images)."
+            )
+    levels = check_levels(levels)
+    if top >= levels:
+        raise ValueError(
+            f"x has values up to {top}, outside [0, {levels - 1}] for levels={levels}."
+        )
+    return (x if x.dtype in (torch.uint8, torch.int64) else x.long()), levels
+
+
+def _finish(
+    x: Tensor, y: Any, levels: int | None, class_names: Sequence[str] | None, what: str
+) -> FlowData:
+    if x.dim() == 3:
+        x = x[:, None]  # [N, H, W] -> [N, 1, H, W]
+    if x.dim() not in (2, 4):
+        raise ValueError(
+            f"{what} must be images [N, C, H, W] / [N, H, W] or features [N, F], got shape "
+            f"{list(x.shape)}."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} is empty; need at least one sample.")
+    x, levels = _infer_levels(x, levels)
+    labels, names = (None, None) if y is None else _labels_to_tensor(y, x.shape[0], class_names)
+    num_classes = 0
+    if labels is not None:
+        num_classes = int(labels.max()) + 1
+        if names is not None:
+            if len(names) < num_classes:
+                raise ValueError(
+                    f"class_names has {len(names)} entries but labels go up to "
+                    f"{num_classes - 1}; pass one name per class."
+                )
+            num_classes = len(names)
+    return FlowData(x=x, y=labels, levels=levels, class_names=names, num_classes=num_classes)
+
+
+def _from_torch_dataset(ds: Any, levels: int | None) -> FlowData:
+    images, labels = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise TypeError(
+                f"dataset[{i}] must be an (image, label) pair, got {type(item).__name__}; wrap "
+                "the dataset so that it returns (image, label)."
+            )
+        images.append(item[0])
+        labels.append(int(item[1]))
+    x = _stack_images(images, "dataset") if not _is_vector(images[0]) else _stack_vectors(images)
+    return _finish(x, labels, levels, getattr(ds, "classes", None), "dataset")
+
+
+def _is_vector(item: Any) -> bool:
+    return isinstance(item, (Tensor, np.ndarray)) and item.ndim == 1
+
+
+def _stack_vectors(items: Sequence[Any]) -> Tensor:
+    return torch.stack([torch.as_tensor(np.asarray(v)) for v in items])
+
+
+def _from_hf_dataset(
+    ds: Any, levels: int | None, image_column: str | None, label_column: str | None
+) -> FlowData:
+    import datasets
+
+    features = ds.features
+    if label_column is None:
+        label_column = next(
+            (k for k, f in features.items() if isinstance(f, datasets.ClassLabel)),
+            next((k for k in _LABEL_COLUMNS if k in features), None),
+        )
+    elif label_column not in features:
+        raise ValueError(f"label_column {label_column!r} is not a column of {list(features)}.")
+    if image_column is None:
+        image_column = next(
+            (k for k, f in features.items() if isinstance(f, datasets.Image)),
+            next((k for k in _IMAGE_COLUMNS if k in features), None),
+        )
+    elif image_column not in features:
+        raise ValueError(f"image_column {image_column!r} is not a column of {list(features)}.")
+    names = None
+    if label_column is not None and isinstance(features[label_column], datasets.ClassLabel):
+        names = list(features[label_column].names)
+    y = None if label_column is None else list(ds[label_column])
+    if image_column is not None:
+        x = _stack_images(list(ds[image_column]), f"column {image_column!r}")
+    else:
+        numeric = [
+            k
+            for k, f in features.items()
+            if k != label_column
+            and isinstance(f, datasets.Value)
+            and (f.dtype.startswith(("int", "uint", "float")) or f.dtype == "bool")
+        ]
+        if not numeric:
+            raise ValueError(
+                f"found no image column (an Image feature or one of {_IMAGE_COLUMNS}) and no "
+                f"numeric feature columns in {list(features)}; pass image_column=..."
+            )
+        x = torch.as_tensor(
+            np.stack([np.asarray(list(ds[k]), dtype=np.float32) for k in numeric], axis=1)
+        )
+    return _finish(x, y, levels, names, "dataset")
+
+
+def as_flow_data(
+    data: Any,
+    y: Any = None,
+    *,
+    levels: int | None = None,
+    class_names: Sequence[str] | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> FlowData:
+    """Turn user data into a :class:`FlowData`.
+
+    Args:
+        data: one of
+            - a :class:`FlowData` (returned as is, ``levels`` / ``class_names`` overriding);
+            - ``(x, y)``: tensors or arrays, ``x`` images ``[N, C, H, W]`` / ``[N, H, W]``
+              (numpy ``[N, H, W, C]`` too) or features ``[N, F]``, ``y`` ``[N]`` integer or
+              string labels;
+            - ``x`` alone with labels in ``y``;
+            - a torch ``Dataset`` of ``(image, label)`` with PIL / tensor / array images
+              (``dataset.classes`` gives the class names, as in torchvision);
+            - a ``datasets.Dataset`` with an image column (``Image`` feature or arrays) and a
+              label column (``ClassLabel`` names become class names), or numeric feature
+              columns and a label column.
+        y: labels when ``data`` is ``x`` alone.
+        levels: intensity levels of integer images. Default: 256 for ``uint8`` (or values above
+            127); other integer images must say (e.g. 17 for scikit-learn digits).
+        class_names: names of the classes, in label order.
+        image_column, label_column: column names for a ``datasets.Dataset`` (default: found by
+            feature type, then by usual names).
+
+    Returns:
+        :class:`FlowData`. Integer images stay integer (``uint8`` / ``int64``); float images that
+        sit on a ``k / (levels - 1)`` grid (as ``ToTensor`` output does) are turned back into
+        integers; feature vectors become float32.
+    """
+    if isinstance(data, FlowData):
+        if levels is not None and data.is_discrete and data.levels != levels:
+            data = _finish(data.x, data.y, levels, data.class_names, "data")
+        if class_names is not None:
+            data = replace(data, class_names=[str(c) for c in class_names])
+        return data
+    if isinstance(data, tuple) and len(data) == 2 and y is None:
+        data, y = data
+    if isinstance(data, (Tensor, np.ndarray)):
+        x = torch.as_tensor(data) if isinstance(data, Tensor) else _array_to_tensor(data)
+        return _finish(x.detach().cpu(), y, levels, class_names, "x")
+    try:
+        import datasets
+
+        if isinstance(data, datasets.Dataset):
+            out = _from_hf_dataset(data, levels, image_column, label_column)
+            return replace(out, class_names=list(class_names)) if class_names else out
+        if isinstance(data, (datasets.DatasetDict, datasets.IterableDataset)):
+            raise TypeError(
+                f"data is a {type(data).__name__}; pass one split as a datasets.Dataset "
+                "(e.g. ds['train'])."
+            )
+    except ImportError:  # datasets is a dependency, but keep the torch path usable without it
+        pass
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        out = _from_torch_dataset(data, levels)
+        return replace(out, class_names=list(class_names)) if class_names else out
+    raise TypeError(
+        f"data must be (x, y) tensors/arrays, a torch Dataset of (image, label) or a "
+        f"datasets.Dataset, got {type(data).__name__}."
+    )
+
+
+def _array_to_tensor(arr: np.ndarray) -> Tensor:
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"x must be a numeric array, got dtype {arr.dtype}.")
+    if arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[-1] < arr.shape[1]:
+        arr = arr.transpose(0, 3, 1, 2)  # [N, H, W, C] -> [N, C, H, W]
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+# --- bundled and on-disk data sets -----------------------------------------------------------
+
+
+def load_sklearn(name: str) -> FlowData:
+    """A data set bundled with scikit-learn (no download).
+
+    Args:
+        name: ``"digits"`` (images ``[1797, 1, 8, 8]`` int64 in ``[0, 16]``, ``levels=17``) or a
+            tabular set: ``"iris"``, ``"wine"``, ``"breast_cancer"`` (float32 features).
+    """
+    from sklearn import datasets as skd
+
+    loaders = {
+        "digits": skd.load_digits,
+        "iris": skd.load_iris,
+        "wine": skd.load_wine,
+        "breast_cancer": skd.load_breast_cancer,
+    }
+    if name not in loaders:
+        raise ValueError(
+            f"unknown scikit-learn data set {name!r}; choose one of {SKLEARN_DATASETS}."
+        )
+    bunch = loaders[name]()
+    names = [str(c) for c in bunch.target_names]
+    if name == "digits":
+        x = torch.as_tensor(bunch.images.astype(np.int64))[:, None]
+        return _finish(x, bunch.target, 17, names, "digits")
+    return _finish(
+        torch.as_tensor(bunch.data, dtype=torch.float32), bunch.target, None, names, name
+    )
+
+
+def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> FlowData:
+    """Images in ``root/<class name>/<file>`` (torchvision ``ImageFolder`` layout), read locally.
+
+    Classes are the sub-folder names in sorted order. Grayscale folders give 1 channel, anything
+    else 3 (RGB); all images must have one size.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).rglob("*")):
+            if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
+                files.append(f)
+                labels.append(label)
+    if not files:
+        raise ValueError(
+            f"{root} holds no images in class sub-folders (root/<class>/<image>, extensions "
+            f"{IMAGE_EXTENSIONS})."
+        )
+    opened = []
+    for f in files:
+        with Image.open(f) as img:
+            img.load()
+            opened.append(img)
+    mode = "L" if all(img.mode in ("L", "1") for img in opened) else "RGB"
+    x = _stack_images([img.convert(mode) for img in opened], str(root))
+    return _finish(x, labels, levels, classes, str(root))
+
+
+def _load_hf_directory(path: Path, levels: int | None) -> FlowData:
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" in ds:
+            ds = ds["train"]
+        elif len(ds) == 1:
+            ds = next(iter(ds.values()))
+        else:
+            raise ValueError(
+                f"{path} holds splits {list(ds)} and none is 'train'; point --data at one split "
+                "(save it with ds[split].save_to_disk)."
+            )
+    return as_flow_data(ds, levels=levels)
+
+
+def load_data(spec: str | os.PathLike, levels: int | None = None) -> FlowData:
+    """Load the data a CLI ``--data`` argument names.
+
+    Args:
+        spec: ``"sklearn:<name>"`` (see :func:`load_sklearn`), a directory written by
+            ``datasets.Dataset.save_to_disk`` (``DatasetDict``: its ``train`` split), or an image
+            folder ``root/<class>/<image>``. Nothing is downloaded.
+        levels: intensity levels for integer data that does not imply them.
+    """
+    text = str(spec)
+    if text.startswith("sklearn:"):
+        return load_sklearn(text.split(":", 1)[1])
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--data {text!r}: no such file or directory; use sklearn:<name> "
+            f"({', '.join(SKLEARN_DATASETS)}), a saved datasets directory or an image folder."
+        )
+    if not path.is_dir():
+        raise ValueError(f"--data {text!r} must be a directory (saved dataset or image folder).")
+    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+    if any((path / m).is_file() for m in markers):
+        return _load_hf_directory(path, levels)
+    return load_image_folder(path, levels)

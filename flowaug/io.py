@@ -1,0 +1,317 @@
+"""Persistence: weights in safetensors, configuration in JSON; loading never unpickles.
+
+A saved model is a directory with two files::
+
+    config.json        {"format_version": 1, "model_type": "Glow", "config": {...},
+                        "class_names": [...], "weights_sha256": "..."}
+    model.safetensors  the state dict (parameters and buffers)
+
+Both files are written atomically (temporary file in the same directory, then ``os.replace``),
+and ``config.json`` records the SHA-256 of the weights it goes with, so a crash between the two
+writes, a truncated copy or files from two different saves are detected at load time instead of
+giving a silently wrong model.
+
+Example:
+    >>> import tempfile, torch
+    >>> from flowaug import Glow
+    >>> model = Glow((1, 8, 8), num_classes=2, depth=1, hidden=8)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_model(model, d, class_names=["cat", "dog"])
+    ...     loaded = load(d)
+    >>> loaded.class_names
+    ['cat', 'dog']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor, nn
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "FORMAT_VERSION",
+    "MODEL_TYPES",
+    "register_model_type",
+    "save_model",
+    "load",
+    "atomic_write_bytes",
+    "save_tensors",
+    "load_tensors",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+#: model type name -> ``"module:attribute"`` (imported on first use, so a model family whose
+#: module is optional or written later costs nothing until a file asks for it) or the class.
+MODEL_TYPES: dict[str, str | type[nn.Module]] = {
+    "Glow": "flowaug.flows.glow:Glow",
+    "TabularFlow": "flowaug.flows.tabular:TabularFlow",
+}
+
+
+def register_model_type(name: str, target: str | type[nn.Module]) -> None:
+    """Make ``load`` understand ``model_type == name``.
+
+    Args:
+        name: the class name written to ``config.json``.
+        target: the class, or ``"package.module:ClassName"`` to import lazily.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}.")
+    MODEL_TYPES[name] = target
+
+
+def _resolve_model_type(name: str, config_path: Path) -> type[nn.Module]:
+    target = MODEL_TYPES.get(name)
+    if target is None:
+        raise ValueError(
+            f"{config_path} declares model_type {name!r}, which flowaug does not know; known "
+            f"types: {sorted(MODEL_TYPES)}. Register it with "
+            "flowaug.io.register_model_type(name, 'module:Class') before loading."
+        )
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(
+                f"{config_path} holds a {name}, but its module {module_name!r} cannot be "
+                f"imported ({err}); install a flowaug version that provides it."
+            ) from err
+        target = getattr(module, attr)
+    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    Writes a temporary file in the same directory (same file system), flushes it to disk and
+    moves it over ``path`` with ``os.replace``.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; saved models are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _tensors_for_saving(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    # safetensors refuses views and shared storage: give it private, contiguous CPU copies
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def save_tensors(
+    tensors: Mapping[str, Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+) -> str:
+    """Atomically write a dict of tensors as safetensors; returns the file's SHA-256 (hex)."""
+    data = save_safetensors_bytes(_tensors_for_saving(tensors), metadata=dict(metadata or {}))
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_tensors(
+    path: str | os.PathLike, expected_sha256: str | None = None, what: str = "the file"
+) -> dict[str, Tensor]:
+    """Read a safetensors file into CPU tensors, checking its hash when one is given.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file is truncated, corrupted, or not the one ``expected_sha256`` names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; {what} needs it. Save it again.")
+    data = path.read_bytes()
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise ValueError(
+            f"{path} does not match the hash recorded next to it (truncated, corrupted, or "
+            f"written by a different save than its config); {what} cannot be trusted. "
+            "Save it again."
+        )
+    try:
+        return load_safetensors_bytes(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({err}); it is truncated or corrupted. "
+            "Save it again."
+        ) from err
+
+
+def _check_class_names(class_names: Any, num_classes: int | None) -> list[str] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(
+            f"class_names must be a sequence of strings, got {type(class_names).__name__}."
+        )
+    names = [str(c) for c in class_names]
+    if num_classes is not None and num_classes > 0 and len(names) != num_classes:
+        raise ValueError(
+            f"class_names has {len(names)} entries for a model with {num_classes} classes; "
+            "pass one name per class, in label order."
+        )
+    return names
+
+
+def save_model(
+    model: nn.Module, directory: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> None:
+    """Write ``model`` to ``directory`` as ``model.safetensors`` + ``config.json``.
+
+    Args:
+        model: a flowaug model (a :class:`~flowaug.flows.base.ConditionalFlow` with a JSON
+            ``config`` dict of constructor arguments).
+        directory: created if needed; existing files of a previous save are replaced.
+        class_names: one name per class (default: the model's ``class_names`` attribute).
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(model, nn.Module) or not isinstance(config, dict):
+        raise TypeError(
+            f"model must be a flowaug model (an nn.Module with a `config` dict), got "
+            f"{type(model).__name__}."
+        )
+    model_type = type(model).__name__
+    if model_type not in MODEL_TYPES:
+        register_model_type(model_type, f"{type(model).__module__}:{type(model).__qualname__}")
+    if class_names is None:
+        class_names = getattr(model, "class_names", None)
+    names = _check_class_names(class_names, getattr(model, "num_classes", None))
+    try:
+        config_json = json.dumps(config)
+    except TypeError as err:
+        raise TypeError(
+            f"{model_type}.config must be JSON-serializable to save the model ({err})."
+        ) from err
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = save_tensors(model.state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
+    record = {
+        "format_version": FORMAT_VERSION,
+        "model_type": model_type,
+        "config": json.loads(config_json),
+        "class_names": names,
+        "weights_sha256": digest,
+    }
+    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"{directory} is not a directory; pass the folder written by save_pretrained."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: {directory} was not written by save_pretrained / "
+            "flowaug.io.save_model, or the save did not finish. Save the model again."
+        )
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); it is truncated or corrupted. Save the model again."
+        ) from err
+    if not isinstance(record, dict) or not {"format_version", "model_type", "config"} <= set(
+        record
+    ):
+        raise ValueError(
+            f"{path} lacks format_version / model_type / config: not a flowaug model config."
+        )
+    if record["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version {record['format_version']!r}; this flowaug reads "
+            f"version {FORMAT_VERSION}. Upgrade flowaug or re-save the model with this version."
+        )
+    if not isinstance(record["config"], dict):
+        raise ValueError(f"{path}: 'config' must be a JSON object, got {record['config']!r}.")
+    return record
+
+
+def _build(cls: type[nn.Module], config: dict[str, Any], config_path: Path) -> nn.Module:
+    # a model family with non-tensor state (e.g. column encoders) may provide from_config
+    factory: Callable[..., nn.Module] = getattr(cls, "from_config", None) or (
+        lambda cfg: cls(**cfg)
+    )
+    try:
+        return factory(dict(config))
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{config_path} holds a config that {cls.__name__} rejects ({err}); the file was "
+            "edited or written by an incompatible flowaug version."
+        ) from err
+
+
+def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a model written by ``save_pretrained`` / :func:`save_model`, in eval mode.
+
+    Args:
+        directory: the folder holding ``config.json`` and ``model.safetensors``.
+        map_location: device for the weights.
+
+    Returns:
+        the model, with ``class_names`` (list of str or ``None``) set as an attribute.
+
+    Raises:
+        FileNotFoundError: the directory or one of its files is missing.
+        ValueError: a file is truncated or corrupted, the files come from different saves, or the
+            weights do not fit the model the config describes.
+    """
+    directory = Path(directory)
+    record = _read_config(directory)
+    config_path = directory / CONFIG_NAME
+    cls = _resolve_model_type(str(record["model_type"]), config_path)
+    state = load_tensors(
+        directory / WEIGHTS_NAME,
+        expected_sha256=record.get("weights_sha256"),
+        what=f"the model described by {config_path}",
+    )
+    model = _build(cls, record["config"], config_path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            f"{label}: {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
+            if keys
+        )
+        raise ValueError(
+            f"{directory / WEIGHTS_NAME} does not fit the {record['model_type']} described by "
+            f"{config_path} ({details}); the two files come from different models. Save the "
+            "model again."
+        )
+    model.load_state_dict(state, strict=True)
+    model.class_names = _check_class_names(
+        record.get("class_names"), getattr(model, "num_classes", None)
+    )
+    return model.to(map_location).eval()

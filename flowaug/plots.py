@@ -1,0 +1,128 @@
+"""PNG figures: labelled sample grids and training curves.
+
+Figures are drawn with matplotlib's object API on an Agg canvas, so nothing here touches the
+global backend or needs a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+__all__ = ["save_sample_grid", "save_training_curve"]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_sample_grid(
+    images: Tensor | np.ndarray,
+    path: str | os.PathLike,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Save a grid of images, one row per class.
+
+    Args:
+        images: ``[R, N, C, H, W]`` (R rows of N images; ``C`` = 1 or 3) with values in
+            ``[0, 1]``.
+        path: PNG file to write (folders are created).
+        row_labels: one label per row, drawn on the left (e.g. class names).
+        title: figure title.
+
+    Returns:
+        the path written.
+    """
+    arr = images.detach().cpu().float().numpy() if isinstance(images, Tensor) else images
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 5 or arr.shape[2] not in (1, 3):
+        raise ValueError(
+            f"images must have shape [rows, cols, C, H, W] with C in (1, 3), got {list(arr.shape)}."
+        )
+    rows, cols = arr.shape[:2]
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"row_labels has {len(row_labels)} entries for {rows} rows.")
+    arr = np.clip(arr, 0.0, 1.0)
+    fig = _figure(0.6 * cols + 1.0, 0.6 * rows + (0.5 if title else 0.1))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            img = arr[r, c]
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+            else:
+                ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        if row_labels is not None:
+            axes[r][0].set_ylabel(str(row_labels[r]), rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def save_training_curve(
+    history: Any,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """Plot train and validation bits/dim against steps, marking the best validation step.
+
+    Args:
+        history: a :class:`flowaug.training.History` or its ``to_dict()`` form.
+        path: PNG file to write.
+        title: figure title.
+    """
+    data: Mapping[str, Any] = history if isinstance(history, Mapping) else history.to_dict()
+    records = data.get("records") or []
+    if not records:
+        raise ValueError("history has no records to plot; train for at least eval_every steps.")
+    steps = [r["step"] for r in records]
+    fig = _figure(6.0, 4.0)
+    ax = fig.subplots()
+    for key, label in (("train_bpd", "train"), ("val_bpd", "validation")):
+        points = [
+            (s, r[key]) for s, r in zip(steps, records, strict=True) if r.get(key) is not None
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker=".", label=label)
+    best = data.get("best_step")
+    if best is not None and data.get("best_val_bpd") is not None:
+        ax.axvline(best, color="gray", linestyle="--", linewidth=1)
+        ax.scatter(
+            [best],
+            [data["best_val_bpd"]],
+            color="black",
+            zorder=3,
+            label=f"best: {data['best_val_bpd']:.3f} @ {best}",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

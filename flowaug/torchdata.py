@@ -1,0 +1,160 @@
+"""Synthetic data for plain PyTorch: a map-style dataset and a real/synthetic mix.
+
+:class:`SyntheticDataset` generates sample ``i`` from its own seed, ``derive_seed(seed, i)``,
+so any index is reproducible in any order, in any DataLoader worker, without storing
+anything. :func:`mix_datasets` adds a number of synthetic samples to a real dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from flowaug.flows.base import ConditionalFlow
+from flowaug.sampling import (
+    _check_model,
+    _check_temperature,
+    class_counts,
+    derive_seed,
+    eval_mode,
+    from_codes,
+    to_codes,
+)
+
+__all__ = ["SyntheticDataset", "mix_datasets"]
+
+
+class SyntheticDataset(Dataset):
+    """``n_per_class`` synthetic samples of every class, generated on access.
+
+    Index ``i`` holds class ``labels[i]`` (classes laid out one after the other) and latent
+    noise from a generator seeded with ``derive_seed(seed, i)``: the same index always gives the
+    same sample, whatever the order, batch or worker. DataLoader fetches whole batches through
+    :meth:`__getitems__` in one flow pass (equal to one-by-one access up to float rounding,
+    which can move a pixel by one level on rare ties).
+
+    Arguments:
+        model: a class-conditional flow.
+        n_per_class: an int for every class, or per-class counts (``{class: n}`` or a list).
+        seed: base seed.
+        temperature: latent noise scale.
+        dtype: ``torch.float32`` (images in ``[0, 1]`` on the data grid; model-space vectors
+            for non-image models) or ``torch.uint8`` (images in ``0..255``).
+        transform: applied to each image, as in torchvision datasets.
+
+    Example:
+        >>> from flowaug import Glow
+        >>> model = Glow((1, 8, 8), 10, depth=1, hidden=8, levels=17)
+        >>> ds = SyntheticDataset(model, n_per_class=5, seed=0)
+        >>> len(ds), ds[7][1]
+        (50, 1)
+        >>> torch.equal(ds[7][0], ds[7][0])
+        True
+    """
+
+    def __init__(
+        self,
+        model: ConditionalFlow,
+        n_per_class: int | Mapping[int, int] | Sequence[int],
+        seed: int = 0,
+        temperature: float = 0.8,
+        dtype: torch.dtype = torch.float32,
+        transform: Callable[[Tensor], Any] | None = None,
+    ):
+        self.model = _check_model(model)
+        counts = class_counts(n_per_class, model.num_classes)
+        self.labels = torch.cat(
+            [torch.full((n,), c, dtype=torch.long) for c, n in sorted(counts.items())]
+            or [torch.empty(0, dtype=torch.long)]
+        )
+        if dtype != torch.uint8 and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be torch.uint8 or a float dtype, got {dtype}.")
+        if dtype == torch.uint8 and model.levels is None:
+            raise ValueError("dtype=torch.uint8 needs an image model with levels; use a float.")
+        self.seed = int(seed)
+        self.temperature = _check_temperature(temperature)
+        self.dtype = dtype
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        index = int(index)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} is out of range for a SyntheticDataset of {n}.")
+        return index
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, int]]:
+        """Samples for many indices in one flow pass: a list of ``(image, label)``."""
+        indices = [self._check_index(i) for i in indices]
+        if not indices:
+            return []
+        model = self.model
+        eps = torch.stack(
+            [
+                torch.randn(
+                    model.event_dim,
+                    generator=torch.Generator().manual_seed(derive_seed(self.seed, i)),
+                )
+                for i in indices
+            ]
+        )
+        y = self.labels[indices]
+        with eval_mode(model):
+            x = model.decode((eps * self.temperature).to(model.device), y.to(model.device))
+        x = from_codes(to_codes(x.cpu(), model.levels), model.levels, self.dtype)
+        out = []
+        for xi, yi in zip(x, y.tolist(), strict=True):
+            out.append((xi if self.transform is None else self.transform(xi), yi))
+        return out
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        """``(image, label)``: float ``[*event_shape]`` in ``[0, 1]`` (or uint8), an int."""
+        return self.__getitems__([index])[0]
+
+
+def mix_datasets(
+    real: Dataset, synthetic: Dataset, ratio: float = 1.0, seed: int = 0
+) -> ConcatDataset:
+    """The real dataset plus ``round(ratio * len(real))`` samples of ``synthetic``.
+
+    The synthetic samples are a seeded random subset of ``synthetic`` (drawn with repeats only
+    when more are asked for than it holds). Shuffle with the DataLoader; items of both
+    datasets must collate together (e.g. ``SyntheticDataset(dtype=...)`` matching the real
+    images' dtype).
+
+    Args:
+        real: a map-style dataset of ``(image, label)``.
+        synthetic: a map-style dataset, e.g. :class:`SyntheticDataset`.
+        ratio: synthetic samples per real sample (``0.5``: half as many synthetic as real).
+        seed: picks the synthetic subset.
+
+    Returns:
+        ``ConcatDataset([real, Subset(synthetic, picked)])``: indices ``>= len(real)`` are
+        synthetic.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0:
+        raise ValueError(f"ratio must be a number >= 0 (synthetic per real sample), got {ratio!r}.")
+    for name, ds in (("real", real), ("synthetic", synthetic)):
+        if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+            raise TypeError(
+                f"{name} must be a map-style dataset (with __getitem__ and __len__), got "
+                f"{type(ds).__name__}; for iterable datasets interleave the streams instead."
+            )
+    n_syn = round(ratio * len(real))
+    if n_syn and len(synthetic) == 0:
+        raise ValueError(f"synthetic is empty but ratio={ratio} asks for {n_syn} samples.")
+    g = torch.Generator().manual_seed(derive_seed(seed))
+    picks = []
+    while sum(len(p) for p in picks) < n_syn:
+        picks.append(torch.randperm(len(synthetic), generator=g))
+    picked = torch.cat(picks)[:n_syn].tolist() if picks else []
+    return ConcatDataset([real, Subset(synthetic, picked)])

@@ -1,0 +1,996 @@
+"""Maximum-likelihood training of flowaug models on Hugging Face Accelerate.
+
+:class:`FlowTrainer` runs the same loop on CPU, one GPU or many processes (``torchrun``,
+``accelerate launch``): AdamW with warmup and cosine decay, gradient clipping, optional EMA of the
+weights, validation bits/dim with best-weights restore and early stopping, skipping of
+non-finite steps, and checkpoints from which a run resumes to exactly the weights of an
+uninterrupted run.
+
+Reproducibility is by construction rather than by saved random states: the data order is a
+function of ``(seed, epoch)``, the dequantization noise of a batch a function of ``(seed,
+step)`` and dropout is reseeded from ``(seed, step, rank)`` every step. ``batch_size`` is the
+*global* batch: each of ``P`` processes takes its ``batch_size / P`` slice of the same batch, so
+one process and many follow the same trajectory (up to floating-point reduction order).
+
+Example:
+    >>> from flowaug import Glow
+    >>> from flowaug.data import load_sklearn
+    >>> data = load_sklearn("digits").subset(range(64))
+    >>> model = Glow((1, 8, 8), num_classes=10, depth=1, hidden=8, levels=17)
+    >>> history = FlowTrainer(model, TrainConfig(batch_size=32, max_steps=4, eval_every=2,
+    ...                                         progress=False)).fit(data)
+    >>> [r["step"] for r in history.records]
+    [2, 4]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowaug.data import FlowData, as_flow_data
+from flowaug.io import atomic_write_bytes, load_tensors, save_tensors
+
+__all__ = [
+    "TrainConfig",
+    "FlowTrainer",
+    "History",
+    "NonFiniteLossError",
+    "fit",
+    "build_model",
+    "default_config",
+    "train_val_split",
+    "latest_checkpoint",
+]
+
+_MIXED_PRECISION = ("no", "bf16", "fp16")
+_SCHEDULES = ("cosine", "constant")
+_CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met too many consecutive steps with a NaN/inf loss or gradient."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a :class:`FlowTrainer` run.
+
+    Arguments:
+        batch_size: global batch size (all processes together); must divide by the number of
+            processes.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW decoupled weight decay, applied to weight matrices and kernels
+            (tensors with >= 2 dims), not to biases, ActNorm or prior parameters.
+        max_steps: number of optimizer steps (an upper bound under early stopping).
+        warmup_steps: linear learning-rate warmup from ``lr / (warmup_steps + 1)``.
+        schedule: ``"cosine"`` (decay to ``min_lr_ratio * lr`` at ``max_steps``) or
+            ``"constant"``.
+        min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
+        grad_clip: maximum global gradient norm (``None``: no clipping).
+        eval_every: steps between evaluations (a record in the history; validation bits/dim
+            when validation data is given). The last step is always evaluated.
+        eval_batch_size: batch size per process for validation.
+        patience: stop after this many evaluations without a validation improvement larger
+            than ``min_delta`` (``None``: never stop early).
+        min_delta: smallest decrease of validation bits/dim that counts as an improvement.
+        ema_decay: decay of an exponential moving average of the weights, in ``(0, 1)``; when
+            set, evaluation and the returned model use the averaged weights. ``None``: off.
+        mixed_precision: ``"no"``, ``"bf16"`` (CPU or a GPU that supports it) or ``"fp16"``
+            (CUDA only).
+        seed: drives data order, dequantization noise, dropout and the init batch.
+        output_dir: folder for ``history.json`` and ``checkpoints/``; ``None`` writes nothing.
+        checkpoint_every: steps between checkpoints (needs ``output_dir``; ``None``: none).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        max_bad_steps: raise :class:`NonFiniteLossError` after this many consecutive steps with
+            a non-finite loss or gradient (each is skipped: no update).
+        init_batch_size: samples in the (seeded) batch used for data-dependent initialization.
+        progress: show a tqdm progress bar (main process only).
+        cpu: train on CPU even when a GPU is available.
+    """
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    max_steps: int = 2000
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    grad_clip: float | None = 100.0
+    eval_every: int = 100
+    eval_batch_size: int = 512
+    patience: int | None = 10
+    min_delta: float = 0.0
+    ema_decay: float | None = None
+    mixed_precision: str = "no"
+    seed: int = 0
+    output_dir: str | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    max_bad_steps: int = 20
+    init_batch_size: int = 512
+    progress: bool = True
+    cpu: bool = False
+
+    def __post_init__(self) -> None:
+        positive_ints = (
+            "batch_size",
+            "max_steps",
+            "eval_every",
+            "eval_batch_size",
+            "keep_checkpoints",
+            "max_bad_steps",
+            "init_batch_size",
+        )
+        for name in positive_ints:
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("warmup_steps", self.warmup_steps, minimum=0)
+        _check_int("seed", self.seed, minimum=0)
+        for name in ("patience", "checkpoint_every"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        _check_number("lr", self.lr, low=0.0, low_open=True)
+        _check_number("weight_decay", self.weight_decay, low=0.0)
+        _check_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
+        _check_number("min_delta", self.min_delta, low=0.0)
+        if self.grad_clip is not None:
+            _check_number("grad_clip", self.grad_clip, low=0.0, low_open=True)
+        if self.ema_decay is not None:
+            _check_number("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True)
+            if self.ema_decay >= 1.0:
+                raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}.")
+        if self.mixed_precision not in _MIXED_PRECISION:
+            raise ValueError(
+                f"mixed_precision must be one of {_MIXED_PRECISION}, got {self.mixed_precision!r}."
+            )
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
+        if self.checkpoint_every is not None and self.output_dir is None:
+            raise ValueError(
+                "checkpoint_every is set but output_dir is None; give an output_dir to write "
+                "checkpoints to."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" if low is not None else "finite"
+        bound += f" and <= {high}" if high is not None else ""
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
+
+
+@dataclass
+class History:
+    """What a training run recorded.
+
+    Attributes:
+        records: one dict per evaluation: ``step``, ``epoch``, ``train_bpd`` (mean over the
+            steps since the previous record), ``val_bpd`` (``None`` without validation data),
+            ``lr``, ``time`` (seconds since the start), ``bad_steps`` (skipped so far).
+        best_step: step of the best validation bits/dim (whose weights the model ends with).
+        best_val_bpd: that validation bits/dim.
+        stopped_early: whether early stopping ended the run.
+        bad_steps: steps skipped for a non-finite loss or gradient.
+        steps: optimizer steps run.
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    best_step: int | None = None
+    best_val_bpd: float | None = None
+    stopped_early: bool = False
+    bad_steps: int = 0
+    steps: int = 0
+
+    def column(self, key: str) -> list[Any]:
+        """One field of every record, e.g. ``history.column("val_bpd")``."""
+        return [r.get(key) for r in self.records]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> History:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _derive_seed(seed: int, *keys: int | str) -> int:
+    """A 63-bit seed that is a pure function of ``(seed, *keys)``."""
+    words = [int(seed)] + [
+        k if isinstance(k, int) else int.from_bytes(k.encode()[:8].ljust(8, b"\0"), "little")
+        for k in keys
+    ]
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def _generator(seed: int, *keys: int | str) -> torch.Generator:
+    return torch.Generator().manual_seed(_derive_seed(seed, *keys))
+
+
+def prepare_batch(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """``model.prepare_batch`` for a raw batch; ``uint8`` goes in as int64.
+
+    ``flowaug.preprocessing.dequantize`` range-checks ``x.max() >= levels`` in ``x``'s dtype,
+    where 256 overflows ``uint8``; widening first sidesteps that (and costs nothing here).
+    """
+    if x.dtype == torch.uint8:
+        x = x.long()
+    return model.prepare_batch(x, generator=generator)
+
+
+class _NLLObjective(nn.Module):
+    """The training objective as a module, so DDP wraps a ``forward``: bits/dim ``[B]``."""
+
+    def __init__(self, flow: nn.Module, levels: int | None):
+        super().__init__()
+        self.flow = flow
+        self.levels = levels
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        log_prob = self.flow.log_prob(x, y).float()
+        return self.flow.bits_per_dim_from_log_prob(log_prob, self.levels)
+
+
+def _make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    cuda = torch.cuda.is_available() and not config.cpu
+    if config.mixed_precision == "fp16" and not cuda:
+        raise ValueError(
+            "mixed_precision='fp16' needs a CUDA GPU (fp16 autocast does not run on CPU); use "
+            "mixed_precision='bf16' on CPU, or 'no'."
+        )
+    if config.mixed_precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError("mixed_precision='bf16' is not supported by this GPU; use 'fp16' or 'no'.")
+    kwargs = dict(cpu=not cuda, mixed_precision=config.mixed_precision)
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as err:
+        # Accelerate keeps one global state per process; a second trainer with another
+        # precision in the same single-process session must start it afresh
+        if "already been initialized" not in str(err) or PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
+
+
+def _needs_initialization(model: nn.Module) -> bool:
+    flags = [b for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] == "initialized"]
+    return not flags or not all(bool(b) for b in flags)
+
+
+def _clone_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class FlowTrainer:
+    """Fit a flowaug model by maximum likelihood (bits/dim) on any Accelerate setup.
+
+    Arguments:
+        model: a :class:`~flowaug.flows.base.ConditionalFlow` (Glow, TabularFlow, ...).
+        config: a :class:`TrainConfig` (default settings when ``None``).
+
+    After :meth:`fit` the model holds the best validation weights (or the EMA / last weights
+    without validation data) and is in eval mode; ``trainer.history`` holds the records.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig | None = None):
+        for attr in ("log_prob", "prepare_batch", "bits_per_dim_from_log_prob", "event_shape"):
+            if not hasattr(model, attr):
+                raise TypeError(
+                    f"model must be a flowaug ConditionalFlow (missing `{attr}`), got "
+                    f"{type(model).__name__}."
+                )
+        if config is None:
+            config = TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}.")
+        self.model = model
+        self.config = config
+        self.accelerator = _make_accelerator(config)
+        self.history: History | None = None
+
+    # --- data --------------------------------------------------------------------------------
+    def _as_data(self, data: Any, name: str) -> FlowData:
+        levels = getattr(self.model, "levels", None)
+        if isinstance(data, FlowData):
+            out = data
+        else:
+            out = as_flow_data(data, levels=levels if levels is not None else None)
+        if out.event_shape != tuple(self.model.event_shape):
+            raise ValueError(
+                f"{name} has samples of shape {list(out.event_shape)} but the model expects "
+                f"{list(self.model.event_shape)}; build the model for this data."
+            )
+        if out.is_discrete and out.levels != levels:
+            raise ValueError(
+                f"{name} holds integer data with levels={out.levels} but the model was built "
+                f"with levels={levels}; build it with levels={out.levels}."
+            )
+        classes = int(getattr(self.model, "num_classes", 0))
+        if classes and out.y is None:
+            raise ValueError(f"{name} has no labels but the model has {classes} classes.")
+        if classes and out.y is not None and int(out.y.max()) >= classes:
+            raise ValueError(
+                f"{name} has labels up to {int(out.y.max())} but the model has {classes} "
+                "classes; build it with num_classes = number of classes."
+            )
+        return out
+
+    def _lr(self, step: int) -> float:
+        cfg = self.config
+        scale = min(1.0, (step + 1) / (cfg.warmup_steps + 1))
+        if cfg.schedule == "cosine" and cfg.max_steps > cfg.warmup_steps:
+            progress = min(
+                1.0, max(0.0, (step - cfg.warmup_steps) / (cfg.max_steps - cfg.warmup_steps))
+            )
+            scale *= cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
+        return cfg.lr * scale
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.dim() >= 2 else no_decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.lr)
+
+    # --- main loop ---------------------------------------------------------------------------
+    def fit(
+        self, train: Any, val: Any = None, *, resume_from: str | os.PathLike | None = None
+    ) -> History:
+        """Train on ``train``, validating on ``val``; returns the :class:`History`.
+
+        Args:
+            train: anything :func:`flowaug.data.as_flow_data` accepts (tensors, arrays, a torch
+                Dataset of ``(image, label)``, a ``datasets.Dataset``); integer images are
+                dequantized with fresh noise every batch.
+            val: validation data, scored with fixed dequantization noise so that evaluations
+                compare; drives best-weights restore and early stopping.
+            resume_from: a checkpoint folder, or ``"latest"`` for the newest complete one in
+                ``output_dir/checkpoints`` (a fresh start when there is none).
+
+        Raises:
+            NonFiniteLossError: ``max_bad_steps`` consecutive non-finite steps.
+        """
+        devices = []
+        if self.accelerator.device.type == "cuda":
+            devices = [self.accelerator.device.index or 0]
+        with torch.random.fork_rng(devices=devices):
+            try:
+                return self._fit(train, val, resume_from)
+            finally:
+                self.accelerator.free_memory()
+
+    def _fit(self, train: Any, val: Any, resume_from: str | os.PathLike | None) -> History:
+        cfg, acc, model = self.config, self.accelerator, self.model
+        train_data = self._as_data(train, "train")
+        val_data = None if val is None else self._as_data(val, "val")
+        world, rank = acc.num_processes, acc.process_index
+        n = len(train_data)
+        if cfg.batch_size % world:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} must divide by the number of processes ({world})."
+            )
+        if cfg.batch_size > n:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} exceeds the {n} training samples; use a "
+                "batch_size <= the training set size."
+            )
+        steps_per_epoch = n // cfg.batch_size
+        local = cfg.batch_size // world
+        levels = getattr(model, "levels", None) if train_data.is_discrete else None
+
+        state = _RunState()
+        checkpoint = self._find_checkpoint(resume_from)
+        if checkpoint is not None:
+            state = self._load_checkpoint(checkpoint, n)
+        elif _needs_initialization(model):
+            self._initialize(train_data)
+
+        objective = _NLLObjective(model, levels)
+        optimizer = self._optimizer()
+        objective, optimizer = acc.prepare(objective, optimizer)
+        if checkpoint is not None:
+            self._load_optimizer(optimizer, checkpoint)
+        # averaged and best weights live where the model now lives (after prepare)
+        if cfg.ema_decay is None:
+            state.ema = None
+        elif state.ema is None:
+            state.ema = _clone_state(model)
+        for attr in ("ema", "best"):
+            tensors = getattr(state, attr)
+            if tensors is not None:
+                setattr(state, attr, {k: v.to(acc.device) for k, v in tensors.items()})
+        val_loader, val_levels = None, None
+        if val_data is not None:
+            val_loader = self._val_loader(val_data)
+            val_levels = getattr(model, "levels", None) if val_data.is_discrete else None
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=state.step,
+            disable=not (cfg.progress and acc.is_main_process),
+            desc="flowaug fit",
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter() - state.elapsed
+        x_all, y_all = train_data.x, train_data.y
+        perm, perm_epoch = None, -1
+        objective.train()
+        try:
+            while state.step < cfg.max_steps and not state.stopped_early:
+                step = state.step
+                epoch, pos = divmod(step, steps_per_epoch)
+                if epoch != perm_epoch:
+                    perm = torch.randperm(n, generator=_generator(cfg.seed, "order", epoch))
+                    perm_epoch = epoch
+                batch = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+                # the noise of the whole global batch, then this process's slice: the same
+                # numbers whatever the number of processes
+                x = prepare_batch(model, x_all[batch], _generator(cfg.seed, "noise", step))
+                x = x[rank * local : (rank + 1) * local].to(acc.device)
+                y = None if y_all is None else y_all[batch][rank * local : (rank + 1) * local]
+                y = None if y is None else y.to(acc.device)
+                for group in optimizer.param_groups:
+                    group["lr"] = self._lr(step)
+                torch.manual_seed(_derive_seed(cfg.seed, "dropout", step, rank))
+
+                with acc.autocast():
+                    loss = objective(x, y).mean()
+                acc.backward(loss)
+                max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+                grad_norm = acc.clip_grad_norm_(objective.parameters(), max_norm)
+                mean_loss = float(acc.reduce(loss.detach().float(), "mean"))
+                finite_grad = grad_norm is None or bool(torch.isfinite(grad_norm))
+                if math.isfinite(mean_loss) and finite_grad:
+                    optimizer.step()
+                    state.consecutive_bad = 0
+                    state.train_sum += mean_loss
+                    state.train_count += 1
+                    self._update_ema(state)
+                elif cfg.mixed_precision == "fp16" and math.isfinite(mean_loss):
+                    optimizer.step()  # the grad scaler skips the update and lowers its scale
+                else:
+                    state.bad_steps += 1
+                    state.consecutive_bad += 1
+                    if state.consecutive_bad >= cfg.max_bad_steps:
+                        raise NonFiniteLossError(
+                            f"step {step}: {state.consecutive_bad} consecutive steps with a "
+                            f"non-finite loss or gradient (loss={mean_loss}); lower lr, set "
+                            "grad_clip, or check the data and model for NaN/inf."
+                        )
+                optimizer.zero_grad(set_to_none=True)
+                state.step = step + 1
+                bar.update(1)
+                if state.step % 10 == 0 and math.isfinite(mean_loss):
+                    bar.set_postfix(bpd=f"{mean_loss:.3f}", refresh=False)
+
+                if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+                    record = self._evaluate(state, val_loader, val_levels, start, epoch)
+                    if record.get("val_bpd") is not None:
+                        bar.set_postfix(
+                            bpd=f"{mean_loss:.3f}", val=f"{record['val_bpd']:.3f}", refresh=False
+                        )
+                if cfg.checkpoint_every is not None and state.step % cfg.checkpoint_every == 0:
+                    state.elapsed = time.perf_counter() - start
+                    self._save_checkpoint(state, optimizer, n)
+        finally:
+            bar.close()
+
+        if state.best is not None:
+            model.load_state_dict(state.best)
+        elif state.ema is not None:
+            model.load_state_dict(state.ema)
+        model.eval()
+        self.history = self._history(state)
+        if cfg.output_dir is not None and acc.is_main_process:
+            Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+            self.history.save(Path(cfg.output_dir) / "history.json")
+        acc.wait_for_everyone()
+        return self.history
+
+    @torch.no_grad()
+    def _initialize(self, data: FlowData) -> None:
+        """ActNorm data-dependent init from a seeded batch of the full training set.
+
+        Every process draws the same batch and noise, so every process computes the same
+        parameters before ``prepare`` (DDP then also broadcasts rank 0's).
+        """
+        cfg, model = self.config, self.model
+        count = min(cfg.init_batch_size, len(data))
+        index = torch.randperm(len(data), generator=_generator(cfg.seed, "init"))[:count]
+        x = prepare_batch(model, data.x[index], _generator(cfg.seed, "init-noise"))
+        y = None if data.y is None else data.y[index].to(model.device)
+        model.initialize(x.to(model.device), y)
+
+    def _update_ema(self, state: _RunState) -> None:
+        if state.ema is None:
+            return
+        decay = self.config.ema_decay
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():
+                avg = state.ema[name]
+                if avg.is_floating_point():
+                    avg.mul_(decay).add_(value.to(avg.device), alpha=1 - decay)
+                else:
+                    avg.copy_(value)
+
+    def _val_loader(self, data: FlowData):
+        # fixed dequantization noise: evaluations differ only through the weights
+        x = prepare_batch(self.model, data.x, _generator(self.config.seed, "val-noise"))
+        y = torch.zeros(len(data), dtype=torch.long) if data.y is None else data.y
+        dataset = torch.utils.data.TensorDataset(x.cpu(), y)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.config.eval_batch_size, shuffle=False
+        )
+        return self.accelerator.prepare_data_loader(loader, device_placement=True)
+
+    @torch.no_grad()
+    def _evaluate(
+        self, state: _RunState, loader: Any, levels: int | None, start: float, epoch: int
+    ) -> dict[str, Any]:
+        cfg, acc, model = self.config, self.accelerator, self.model
+        val_bpd = None
+        if loader is not None:
+            raw = _clone_state(model) if state.ema is not None else None
+            if raw is not None:
+                model.load_state_dict(state.ema)
+            model.eval()
+            try:
+                scores = []
+                for x, y in loader:
+                    labels = y if getattr(model, "num_classes", 0) else None
+                    with acc.autocast():
+                        log_prob = model.log_prob(x, labels).float()
+                    bpd = model.bits_per_dim_from_log_prob(log_prob, levels)
+                    scores.append(acc.gather_for_metrics(bpd))
+                val_bpd = float(torch.cat(scores).mean())
+                improved = math.isfinite(val_bpd) and (
+                    state.best_val is None or val_bpd < state.best_val - cfg.min_delta
+                )
+                if improved:
+                    state.best_val, state.best_step = val_bpd, state.step
+                    state.best = _clone_state(model)
+                    state.evals_since_best = 0
+                else:
+                    state.evals_since_best += 1
+                    if cfg.patience is not None and state.evals_since_best >= cfg.patience:
+                        state.stopped_early = True
+            finally:
+                if raw is not None:
+                    model.load_state_dict(raw)
+                model.train()
+        record = {
+            "step": state.step,
+            "epoch": epoch,
+            "train_bpd": state.train_sum / state.train_count if state.train_count else None,
+            "val_bpd": val_bpd,
+            "lr": self._lr(state.step - 1),
+            "time": round(time.perf_counter() - start, 3),
+            "bad_steps": state.bad_steps,
+        }
+        state.records.append(record)
+        state.train_sum, state.train_count = 0.0, 0
+        if cfg.output_dir is not None and acc.is_main_process:
+            Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+            self._history(state).save(Path(cfg.output_dir) / "history.json")
+        return record
+
+    @staticmethod
+    def _history(state: _RunState) -> History:
+        return History(
+            records=list(state.records),
+            best_step=state.best_step,
+            best_val_bpd=state.best_val,
+            stopped_early=state.stopped_early,
+            bad_steps=state.bad_steps,
+            steps=state.step,
+        )
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def _checkpoint_root(self) -> Path | None:
+        out = self.config.output_dir
+        return None if out is None else Path(out) / "checkpoints"
+
+    def _find_checkpoint(self, resume_from: str | os.PathLike | None) -> Path | None:
+        if resume_from is None:
+            return None
+        if str(resume_from) != "latest":
+            path = Path(resume_from)
+            if not (path / "trainer_state.json").is_file():
+                raise FileNotFoundError(
+                    f"resume_from={str(resume_from)!r} is not a complete checkpoint (no "
+                    "trainer_state.json); pass a folder under output_dir/checkpoints or 'latest'."
+                )
+            return path
+        root = self._checkpoint_root()
+        if root is None:
+            raise ValueError("resume_from='latest' needs config.output_dir to look in.")
+        found = latest_checkpoint(root)
+        return found
+
+    def _save_checkpoint(self, state: _RunState, optimizer: Any, n: int) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        root = self._checkpoint_root()
+        if acc.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            final = root / f"step_{state.step:08d}"
+            tmp = root / f".tmp-{final.name}-{os.getpid()}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+            hashes = {
+                "model.safetensors": save_tensors(
+                    self.model.state_dict(), tmp / "model.safetensors"
+                )
+            }
+            hashes["optimizer.safetensors"] = save_tensors(
+                _flatten_optimizer_state(optimizer.state_dict()), tmp / "optimizer.safetensors"
+            )
+            extra = {}
+            for prefix, tensors in (("ema.", state.ema), ("best.", state.best)):
+                extra.update({prefix + k: v for k, v in (tensors or {}).items()})
+            hashes["extra.safetensors"] = save_tensors(extra, tmp / "extra.safetensors")
+            meta = state.to_json()
+            meta.update(
+                config=self.config.to_dict(),
+                num_train=n,
+                model_config=getattr(self.model, "config", None),
+                sha256=hashes,
+            )
+            # trainer_state.json last: a folder without it is never taken for a checkpoint
+            atomic_write_bytes(tmp / "trainer_state.json", json.dumps(meta, indent=1).encode())
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in _list_checkpoints(root)[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _load_checkpoint(self, path: Path, n: int) -> _RunState:
+        meta = _read_trainer_state(path)
+        saved = meta.get("config", {})
+        for key in ("seed", "batch_size"):
+            if saved.get(key) != getattr(self.config, key):
+                raise ValueError(
+                    f"checkpoint {path} was written with {key}={saved.get(key)!r}, this run has "
+                    f"{key}={getattr(self.config, key)!r}; resume with the same {key} (or start "
+                    "a fresh output_dir)."
+                )
+        if meta.get("num_train") != n:
+            raise ValueError(
+                f"checkpoint {path} was trained on {meta.get('num_train')} samples, this run "
+                f"has {n}; resume with the same training data."
+            )
+        hashes = meta.get("sha256", {})
+        what = f"checkpoint {path}"
+        weights = load_tensors(path / "model.safetensors", hashes.get("model.safetensors"), what)
+        try:
+            self.model.load_state_dict(weights, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{what} does not fit this model ({err}).") from err
+        extra = load_tensors(path / "extra.safetensors", hashes.get("extra.safetensors"), what)
+        state = _RunState.from_json(meta)
+        for prefix, attr in (("ema.", "ema"), ("best.", "best")):
+            part = {k[len(prefix) :]: v for k, v in extra.items() if k.startswith(prefix)}
+            setattr(state, attr, part or None)
+        return state
+
+    def _load_optimizer(self, optimizer: Any, path: Path) -> None:
+        meta = _read_trainer_state(path)
+        flat = load_tensors(
+            path / "optimizer.safetensors",
+            meta.get("sha256", {}).get("optimizer.safetensors"),
+            f"checkpoint {path}",
+        )
+        current = optimizer.state_dict()
+        optimizer.load_state_dict(
+            {"state": _unflatten_optimizer_state(flat), "param_groups": current["param_groups"]}
+        )
+
+
+@dataclass
+class _RunState:
+    """Everything a resumed run needs besides weights and optimizer moments."""
+
+    step: int = 0
+    bad_steps: int = 0
+    consecutive_bad: int = 0
+    train_sum: float = 0.0
+    train_count: int = 0
+    best_val: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    stopped_early: bool = False
+    elapsed: float = 0.0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ema: dict[str, Tensor] | None = None
+    best: dict[str, Tensor] | None = None
+
+    _JSON = (
+        "step",
+        "bad_steps",
+        "consecutive_bad",
+        "train_sum",
+        "train_count",
+        "best_val",
+        "best_step",
+        "evals_since_best",
+        "stopped_early",
+        "elapsed",
+        "records",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: copy.deepcopy(getattr(self, k)) for k in self._JSON}
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any]) -> _RunState:
+        return cls(**{k: meta[k] for k in cls._JSON if k in meta})
+
+
+def _flatten_optimizer_state(state_dict: dict[str, Any]) -> dict[str, Tensor]:
+    flat = {}
+    for index, values in state_dict["state"].items():
+        for key, value in values.items():
+            flat[f"{index}.{key}"] = torch.as_tensor(value)
+    return flat
+
+
+def _unflatten_optimizer_state(flat: dict[str, Tensor]) -> dict[int, dict[str, Tensor]]:
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in flat.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return state
+
+
+def _read_trainer_state(path: Path) -> dict[str, Any]:
+    file = path / "trainer_state.json"
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file} is unreadable ({err}); resume from another checkpoint.") from err
+
+
+def _list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first (temporary folders never count)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        match = _CHECKPOINT_RE.match(p.name)
+        if match and (p / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder in ``root`` (``output_dir/checkpoints``), or None."""
+    found = _list_checkpoints(Path(root))
+    return found[-1] if found else None
+
+
+# --- one call from data to a model ----------------------------------------------------------
+
+
+def build_model(data: FlowData, **model_kwargs: Any) -> nn.Module:
+    """A model with defaults suited to ``data``: Glow for images, TabularFlow for features.
+
+    ``model_kwargs`` override the defaults (e.g. ``depth``, ``hidden``, ``dropout``).
+    """
+    if data.is_image:
+        from flowaug.flows.glow import Glow
+
+        _, h, w = data.event_shape
+        small = len(data) < 5000
+        kwargs: dict[str, Any] = dict(
+            depth=8 if max(h, w) <= 16 else 12,
+            hidden=64 if max(h, w) <= 16 else 128,
+            dropout=0.1 if small else 0.0,
+            levels=data.levels or 256,
+        )
+        kwargs.update(model_kwargs)
+        return Glow(data.event_shape, num_classes=data.num_classes, **kwargs)
+    if len(data.event_shape) == 1:
+        TabularFlow = _tabular_flow_class()
+        return TabularFlow(data.event_shape[0], data.num_classes, **model_kwargs)
+    raise ValueError(
+        f"cannot pick a model for samples of shape {list(data.event_shape)}; pass images "
+        "[N, C, H, W] or features [N, F]."
+    )
+
+
+def _tabular_flow_class():
+    try:
+        from flowaug.flows.tabular import TabularFlow
+    except ImportError as err:
+        raise ImportError(
+            "tabular data needs flowaug.flows.tabular.TabularFlow, which this installation "
+            f"lacks ({err})."
+        ) from err
+    return TabularFlow
+
+
+def default_config(num_train: int, seed: int = 0, **overrides: Any) -> TrainConfig:
+    """Training defaults for ``num_train`` samples.
+
+    Small data sets overfit within a few epochs, so evaluation is frequent (about once per
+    epoch), early stopping patient enough to ride out noise, and the run short.
+    """
+    batch = int(min(64, max(8, num_train // 8)))
+    per_epoch = max(1, num_train // batch)
+    settings: dict[str, Any] = dict(
+        batch_size=batch,
+        lr=1e-3,
+        weight_decay=1e-3 if num_train < 5000 else 1e-4,
+        max_steps=int(min(20_000, max(1_000, 100 * per_epoch))),
+        warmup_steps=min(200, 5 * per_epoch),
+        eval_every=max(25, per_epoch),
+        patience=10,
+        seed=seed,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def train_val_split(data: FlowData, fraction: float, seed: int = 0) -> tuple[FlowData, FlowData]:
+    """Hold out ``fraction`` of ``data``, stratified by class when every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(data))
+    labels = None if data.y is None else data.y.numpy()
+    stratify = labels
+    if labels is not None:
+        counts = np.bincount(labels)
+        if counts[counts > 0].min() < 2 or round(fraction * len(data)) < len(np.unique(labels)):
+            stratify = None
+    train_idx, val_idx = train_test_split(
+        index, test_size=fraction, random_state=seed, stratify=stratify
+    )
+    return data.subset(np.sort(train_idx)), data.subset(np.sort(val_idx))
+
+
+def fit(
+    data: Any,
+    *,
+    val: Any = None,
+    val_fraction: float = 0.1,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """One call from data to a trained model.
+
+    Args:
+        data: images or features in any form :func:`flowaug.data.as_flow_data` accepts, or a
+            pandas DataFrame (handed to ``TabularFlow.from_frame(df, **model_kwargs)``, e.g.
+            ``label="target", categorical=[...]``).
+        val: validation data; by default a stratified ``val_fraction`` of ``data`` is held out.
+        val_fraction: held-out share when ``val`` is None (0 trains on everything, without
+            best-weights selection or early stopping).
+        config: a :class:`TrainConfig`; by default chosen from the data size
+            (see :func:`default_config`), with ``seed``.
+        seed: seeds the model's initialization, the split and (by default) training.
+        model_kwargs: model constructor arguments overriding the defaults
+            (e.g. ``depth=4``, ``hidden=32``, ``dropout=0.2``, ``levels=17``).
+
+    Returns:
+        the trained model in eval mode, with ``class_names`` set.
+
+    Example:
+        >>> from flowaug.data import load_sklearn
+        >>> data = load_sklearn("digits").subset(range(100))
+        >>> cfg = TrainConfig(batch_size=32, max_steps=2, eval_every=2, progress=False)
+        >>> model = fit(data, config=cfg, depth=1, hidden=8)
+        >>> model.class_names[:2]
+        ['0', '1']
+    """
+    if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
+    _check_int("seed", seed, minimum=0)
+    if _is_data_frame(data):
+        return _fit_frame(data, val, val_fraction, config, seed, model_kwargs)
+    levels = model_kwargs.get("levels")
+    flow_data = as_flow_data(data, levels=levels)
+    if val is None and val_fraction > 0:
+        train_data, val_data = train_val_split(flow_data, val_fraction, seed)
+    else:
+        train_data = flow_data
+        val_data = None if val is None else as_flow_data(val, levels=flow_data.levels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(flow_data, **model_kwargs)
+    config = config or default_config(len(train_data), seed=seed)
+    FlowTrainer(model, config).fit(train_data, val_data)
+    model.class_names = flow_data.class_names
+    return model
+
+
+def _is_data_frame(data: Any) -> bool:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return False
+    return isinstance(data, pd.DataFrame)
+
+
+def _fit_frame(
+    frame: Any,
+    val: Any,
+    val_fraction: float,
+    config: TrainConfig | None,
+    seed: int,
+    model_kwargs: dict[str, Any],
+) -> nn.Module:
+    """DataFrames: the tabular flow learns its column encoders, then trains on their output."""
+    TabularFlow = _tabular_flow_class()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TabularFlow.from_frame(frame, **model_kwargs)
+    names = getattr(model, "class_names", None)
+    x, y = model.encode_frame(frame, seed=seed)
+    data = as_flow_data((x.cpu(), None if y is None else y.cpu()), class_names=names)
+    if val is None and val_fraction > 0:
+        train_data, val_data = train_val_split(data, val_fraction, seed)
+    else:
+        train_data, val_data = data, None
+        if val is not None:
+            xv, yv = model.encode_frame(val, seed=seed)
+            val_data = as_flow_data((xv.cpu(), None if yv is None else yv.cpu()), class_names=names)
+    config = config or default_config(len(train_data), seed=seed)
+    FlowTrainer(model, config).fit(train_data, val_data)
+    if getattr(model, "class_names", None) is None:
+        model.class_names = data.class_names
+    return model

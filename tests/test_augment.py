@@ -1,0 +1,444 @@
+"""FlowAugment: the torchvision v2 contract, batches, determinism, workers, labels, errors."""
+
+from __future__ import annotations
+
+import doctest
+import pickle
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from conftest import perturb_zero_init
+from torch.utils._pytree import tree_flatten
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+import flowaug.augment
+from flowaug import FlowAugment, Glow, SyntheticBank
+from flowaug.sampling import image_to_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = perturb_zero_init(Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17), 0.2)
+    m.initialize(torch.rand(64, 1, 8, 8), torch.arange(64) % 10)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def bank(model):
+    return SyntheticBank(model, n_per_class=16, seed=0)
+
+
+def grid_image(seed: int = 0, levels: int = 17) -> torch.Tensor:
+    """A float image on the model's intensity grid, ``[1, 8, 8]``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, levels, (1, 8, 8), generator=g).float() / (levels - 1)
+
+
+INPUTS = {
+    "pil": lambda: PIL.Image.fromarray((grid_image()[0] * 255).round().byte().numpy(), mode="L"),
+    "uint8": lambda: (grid_image() * 255).round().to(torch.uint8),
+    "float32": grid_image,
+    "float64": lambda: grid_image().double(),
+    "hw_tensor": lambda: grid_image()[0],
+    "tv_image_uint8": lambda: tv_tensors.Image((grid_image() * 255).round().to(torch.uint8)),
+    "tv_image_float": lambda: tv_tensors.Image(grid_image()),
+}
+
+
+def assert_same_kind(out, inpt):
+    """Type, shape, dtype and value range of an image output match its input."""
+    assert type(out) is type(inpt)
+    if isinstance(inpt, PIL.Image.Image):
+        assert out.mode == inpt.mode and out.size == inpt.size
+        return
+    assert out.shape == inpt.shape and out.dtype == inpt.dtype and out.device == inpt.device
+    if inpt.dtype == torch.uint8:
+        assert 0 <= int(out.min()) and int(out.max()) <= 255
+    else:
+        assert 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+# --- per sample -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", list(INPUTS))
+@pytest.mark.parametrize("mode", ["resample", "latent"])
+def test_output_matches_input_type(model, bank, kind, mode):
+    aug = FlowAugment(model, p=1.0, mode=mode, bank=bank if mode == "resample" else None, seed=0)
+    inpt = INPUTS[kind]()
+    out = aug(inpt)  # unlabeled: the flow's own class
+    assert_same_kind(out, inpt)
+    out, label = aug(inpt, 4)
+    assert_same_kind(out, inpt)
+    assert label == 4
+    as_array = np.asarray(out) if isinstance(out, PIL.Image.Image) else out.numpy()
+    before = np.asarray(inpt) if isinstance(inpt, PIL.Image.Image) else inpt.numpy()
+    assert not np.array_equal(as_array, before)
+
+
+@pytest.mark.parametrize("kind", list(INPUTS))
+def test_p0_passes_everything_through_by_identity(model, bank, kind):
+    aug = FlowAugment(model, p=0.0, bank=bank, seed=0)
+    inpt = INPUTS[kind]()
+    assert aug(inpt) is inpt
+    sample = (inpt, 3)
+    assert aug(sample) is sample
+
+
+@pytest.mark.parametrize(
+    "make_sample",
+    [
+        lambda x: (x, 7),
+        lambda x: [x, 7],
+        lambda x: (x, torch.tensor(7)),
+        lambda x: (x, np.int64(7)),
+        lambda x: {"image": x, "label": 7, "meta": object()},
+        lambda x: {"img": x, "class_label": torch.tensor([7]), "name": "a"},
+        lambda x: (x, {"labels": 7, "id": 3}),
+    ],
+    ids=["tuple", "list", "tensor", "numpy", "dict", "dict-key", "target-dict"],
+)
+def test_labels_are_found_and_passed_through(model, bank, make_sample):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    sample = make_sample(grid_image())
+    out = aug(sample)
+    flat_in, spec_in = tree_flatten(sample)
+    flat_out, spec_out = tree_flatten(out)
+    assert spec_in == spec_out
+    assert type(out) is type(sample)
+    for a, b in zip(flat_in[1:], flat_out[1:], strict=True):
+        assert a is b
+    assert not torch.equal(flat_out[0], flat_in[0])
+
+
+def test_resample_draws_from_the_labelled_class(model, bank):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    stored = {bank.get(7, i).numpy().tobytes() for i in range(bank.n_per_class)}
+    for seed in range(5):
+        out, _ = aug(grid_image(seed), 7)
+        assert out.numpy().tobytes() in stored
+
+
+def test_inside_compose_with_other_transforms(model, bank):
+    pipeline = v2.Compose(
+        [FlowAugment(model, p=1.0, bank=bank, seed=0), v2.ToDtype(torch.float32, scale=True)]
+    )
+    x = (grid_image() * 255).round().to(torch.uint8)
+    out, label = pipeline(x, 2)
+    assert out.dtype == torch.float32 and out.shape == (1, 8, 8) and label == 2
+    image, label = pipeline(tv_tensors.Image(x), 2)
+    assert isinstance(image, tv_tensors.Image)
+
+
+def test_latent_strength_zero_is_the_identity(model):
+    aug = FlowAugment(model, p=1.0, mode="latent", strength=0.0, seed=0)
+    x = grid_image(3)
+    assert torch.equal(aug(x, 5)[0], x)
+    x8 = (x * 255).round().to(torch.uint8)
+    assert torch.equal(aug(x8, 5)[0], x8)
+    moved = FlowAugment(model, p=1.0, mode="latent", strength=1.0, seed=0)
+    assert not torch.equal(moved(x, 5)[0], x)
+
+
+# --- check_transform-style checks -------------------------------------------------------------
+def mixed_sample(image):
+    return {
+        "image": image,
+        "boxes": tv_tensors.BoundingBoxes(
+            torch.tensor([[0, 0, 4, 4]]), format="XYXY", canvas_size=(8, 8)
+        ),
+        "mask": tv_tensors.Mask(torch.zeros(8, 8, dtype=torch.bool)),
+        "int": 0,
+        "float": 0.0,
+        "bool": True,
+        "none": None,
+        "str": "str",
+        "path": Path("path"),
+        "object": object(),
+        "tensor": torch.empty(5),
+        "array": np.empty(5),
+    }
+
+
+@pytest.mark.parametrize("kind", ["pil", "uint8", "float32", "tv_image_uint8", "tv_image_float"])
+@pytest.mark.parametrize("container", [dict, list, tuple])
+def test_check_transform_mixed_sample(model, bank, kind, container):
+    aug = pickle.loads(pickle.dumps(FlowAugment(model, p=1.0, bank=bank, seed=0)))
+    sample = mixed_sample(INPUTS[kind]())
+    sample = sample if container is dict else container(sample.values())
+    out = aug(sample)
+    flat_in, spec_in = tree_flatten(sample)
+    flat_out, spec_out = tree_flatten(out)
+    assert spec_out == spec_in
+    needs = aug._needs_transform_list(flat_in)
+    assert sum(needs) == 1
+    for a, b, need in zip(flat_in, flat_out, needs, strict=True):
+        if need:
+            assert_same_kind(b, a)
+        else:
+            assert b is a
+
+
+def test_pickle_round_trip_keeps_behaviour(model, bank):
+    aug = FlowAugment(model, p=0.5, bank=bank, seed=3)
+    copy = pickle.loads(pickle.dumps(aug))
+    fresh = FlowAugment(model, p=0.5, bank=bank, seed=3)
+    for seed in range(10):
+        x = grid_image(seed)
+        assert torch.equal(copy(x, seed % 10)[0], fresh(x, seed % 10)[0])
+    assert "FlowAugment(model=Glow[1, 8, 8], p=0.5" in repr(aug)
+
+
+# --- determinism ------------------------------------------------------------------------------
+def run_sequence(aug, n=20):
+    return [aug(grid_image(i), i % 10)[0] for i in range(n)]
+
+
+def test_same_seed_same_outputs(model):
+    a = run_sequence(FlowAugment(model, p=0.5, bank_size=4, seed=11))
+    b = run_sequence(FlowAugment(model, p=0.5, bank_size=4, seed=11))
+    c = run_sequence(FlowAugment(model, p=0.5, bank_size=4, seed=12))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_no_seed_follows_torch_manual_seed(model):
+    torch.manual_seed(5)
+    a = run_sequence(FlowAugment(model, p=0.5, bank_size=4, mode="latent"))
+    torch.manual_seed(5)
+    b = run_sequence(FlowAugment(model, p=0.5, bank_size=4, mode="latent"))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_p_is_the_replaced_fraction(model, bank):
+    aug = FlowAugment(model, p=0.3, bank=bank, seed=0)
+    x = grid_image()
+    replaced = sum(aug(x, 1)[0] is not x for _ in range(1000))
+    assert 230 <= replaced <= 370
+
+
+# --- batches ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("wrap", [False, True])
+def test_batch_replaces_a_fraction_in_one_pass(model, bank, dtype, wrap):
+    aug = FlowAugment(model, p=0.5, bank=bank, seed=0)
+    images = torch.stack([grid_image(i) for i in range(256)])
+    if dtype == torch.uint8:
+        images = (images * 255).round().to(torch.uint8)
+    if wrap:
+        images = tv_tensors.Image(images)
+    labels = torch.arange(256) % 10
+    out, out_labels = aug(images, labels)
+    assert out_labels is labels
+    assert type(out) is type(images) and out.dtype == dtype and out.shape == images.shape
+    changed = (out != images).flatten(1).any(1)
+    assert 0.35 < changed.float().mean() < 0.65
+    assert torch.equal(out[~changed], images[~changed])
+    assert torch.equal(images, images.clone())  # the input batch is not modified in place
+
+
+def test_batch_in_a_dict_and_unlabeled(model, bank):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    images = torch.rand(8, 1, 8, 8)
+    batch = {"image": images, "label": torch.arange(8), "ids": list(range(8))}
+    out = aug(batch)
+    assert out["label"] is batch["label"]
+    assert out["ids"] == batch["ids"]  # lists are containers: rebuilt, items the same objects
+    assert out["image"].shape == images.shape
+    alone = aug(images)
+    assert alone.shape == images.shape and not torch.equal(alone, images)
+
+
+def test_batch_latent_mode(model):
+    aug = FlowAugment(model, p=1.0, mode="latent", strength=0.0, seed=0)
+    images = torch.stack([grid_image(i) for i in range(6)])
+    out, _ = aug(images, torch.arange(6))
+    assert torch.equal(out, images)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["resample", "latent"])
+def test_batch_on_the_gpu(model, mode):
+    aug = FlowAugment(model, p=0.5, mode=mode, bank_size=4, seed=0).to("cuda")
+    images = torch.rand(32, 1, 8, 8, device="cuda")
+    labels = torch.arange(32, device="cuda") % 10
+    out, out_labels = aug(images, labels)
+    assert out.device == images.device and out_labels is labels
+    assert out.shape == images.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    aug.cpu()
+
+
+# --- labels are preserved (trained model) -----------------------------------------------------
+def flow_classes(model, images01):
+    return model.classify(image_to_model(images01, 17)).argmax(1)
+
+
+def test_latent_mode_preserves_labels(digits_glow):
+    model, x, y = digits_glow
+    images, labels = x[:300].float() / 16, y[:300]
+    aug = FlowAugment(model, p=1.0, mode="latent", strength=0.6, seed=0)
+    out, _ = aug(images, labels)
+    assert (out != images).any()
+    assert (flow_classes(model, out) == labels).float().mean() >= 0.9
+
+
+def test_unlabeled_inputs_keep_the_flows_class(digits_glow):
+    model, x, _ = digits_glow
+    images = x[:200].float() / 16
+    before = flow_classes(model, images)
+    for mode in ("latent", "resample"):
+        aug = FlowAugment(model, p=1.0, mode=mode, bank_size=8, seed=0)
+        after = flow_classes(model, aug(images))
+        assert (after == before).float().mean() >= 0.9
+    single = FlowAugment(model, p=1.0, mode="latent", seed=0)
+    assert flow_classes(model, single(images[0])[None])[0] == before[0]
+
+
+def test_resample_mode_preserves_labels(digits_glow):
+    model, _, _ = digits_glow
+    aug = FlowAugment(model, p=1.0, bank_size=20, seed=0)
+    labels = torch.arange(200) % 10
+    out, _ = aug(torch.zeros(200, 1, 8, 8), labels)
+    assert (flow_classes(model, out) == labels).float().mean() >= 0.9
+
+
+# --- DataLoader workers -----------------------------------------------------------------------
+class PairDataset(Dataset):
+    """Grid images with int labels; ``transforms(image, label)`` as in torchvision v2."""
+
+    def __init__(self, n, transforms):
+        self.n, self.transforms = n, transforms
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.transforms(grid_image(i), i % 10)
+
+
+@pytest.mark.parametrize("context,workers", [("fork", 2), ("spawn", 1)])
+def test_dataloader_workers(model, bank, context, workers):
+    aug = FlowAugment(model, p=0.5, bank=bank, seed=0)
+    dataset = PairDataset(16, v2.Compose([aug]))
+
+    def epoch():
+        loader = DataLoader(
+            dataset,
+            batch_size=4,
+            num_workers=workers,
+            multiprocessing_context=context,
+            generator=torch.Generator().manual_seed(0),
+        )
+        return [(images, labels) for images, labels in loader]
+
+    first = epoch()
+    assert [labels.tolist() for _, labels in first] == [
+        [i % 10 for i in range(s, s + 4)] for s in range(0, 16, 4)
+    ]
+    images = torch.cat([b[0] for b in first])
+    originals = torch.stack([grid_image(i) for i in range(16)])
+    replaced = (images != originals).flatten(1).any(1)
+    assert 0 < replaced.sum() < 16
+    if context == "fork":
+        again = epoch()  # same loader seed: same augmentations
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+
+
+# --- errors -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "inpt,label,error,match",
+    [
+        (
+            torch.rand(3, 32, 32),
+            1,
+            ValueError,
+            r"FlowAugment expected an image of shape \[1, 8, 8\] \(the model's image_shape\), "
+            r"got \[3, 32, 32\]; resize before FlowAugment or fit a model at this size\.",
+        ),
+        (
+            PIL.Image.new("RGB", (8, 8)),
+            1,
+            ValueError,
+            r"expected a PIL image of mode 'L' and size 8x8 .* got mode 'RGB'",
+        ),
+        (torch.zeros(1, 8, 8, dtype=torch.long), 1, TypeError, r"level codes 0\.\.16 with x"),
+        (torch.zeros(1, 8, 8), 12, ValueError, r"label 12, but the model has 10 classes"),
+        (torch.zeros(1, 8, 8), -1, ValueError, r"label -1, but the model has 10 classes"),
+        (torch.full((1, 8, 8), 16.0), 1, ValueError, r"rescale them to \[0, 1\]"),
+        (
+            torch.zeros(1, 8, 8),
+            torch.tensor([1, 2]),
+            None,
+            None,
+        ),
+    ],
+    ids=["shape", "pil-mode", "dtype", "class", "negative", "range", "two-labels-ignored"],
+)
+def test_errors_say_what_to_do(model, bank, inpt, label, error, match):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    if error is None:
+        # a 2-element tensor next to a single image is not a label: the flow picks the class
+        out, passed = aug(inpt, label)
+        assert passed is label and out.shape == inpt.shape
+        return
+    with pytest.raises(error, match=match):
+        aug(inpt, label)
+
+
+def test_batch_errors(model, bank):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    with pytest.raises(ValueError, match="before MixUp/CutMix"):
+        aug(torch.rand(4, 1, 8, 8), torch.eye(10)[:4])
+    with pytest.raises(ValueError, match="got 3 labels for a batch of 4 images"):
+        aug(torch.rand(4, 1, 8, 8), torch.arange(3))
+    with pytest.raises(ValueError, match=r"got a batch of shape \[4, 3, 8, 8\]"):
+        aug(torch.rand(4, 3, 8, 8), torch.arange(4))
+    with pytest.raises(ValueError, match="label 10, but the model has 10 classes"):
+        aug(torch.rand(2, 1, 8, 8), torch.tensor([0, 10]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(p=1.5), r"p must be a probability in \[0, 1\]"),
+        (dict(mode="mix"), "mode must be one of"),
+        (dict(strength=2.0), r"strength must be in \[0, 1\]"),
+        (dict(bank="yes"), "bank must be True, None or a flowaug.SyntheticBank"),
+        (dict(mode="latent", bank="BANK"), "bank is used by mode='resample' only"),
+        (dict(seed=1.5), "seed must be an int or None"),
+        (dict(labels_getter=3), "labels_getter must be 'default', None or a callable"),
+    ],
+)
+def test_constructor_errors(model, bank, kwargs, match):
+    if kwargs.get("bank") == "BANK":
+        kwargs["bank"] = bank
+    with pytest.raises((ValueError, TypeError), match=match):
+        FlowAugment(model, **kwargs)
+
+
+def test_bank_from_another_model_is_rejected(bank):
+    other = Glow((1, 4, 4), 10, depth=1, hidden=8)
+    with pytest.raises(ValueError, match="build the bank from the same model"):
+        FlowAugment(other, bank=bank)
+
+
+def test_labels_getter_none_ignores_labels(model, bank):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0, labels_getter=None)
+    out, label = aug(grid_image(), 99)  # would be an unknown class if it were read
+    assert label == 99 and out.shape == (1, 8, 8)
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(flowaug.augment).failed == 0

@@ -1,0 +1,212 @@
+"""Persistence: safetensors + JSON round trips, and clear failures on damaged saves."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+import torch
+from conftest import perturb_zero_init
+
+import flowaug
+from flowaug import Glow
+from flowaug.io import CONFIG_NAME, WEIGHTS_NAME, load, save_model
+
+GLOWS = {
+    "conditional-8x8": dict(image_shape=(1, 8, 8), num_classes=3, depth=1, hidden=8, levels=17),
+    "unconditional-8x8": dict(image_shape=(1, 8, 8), num_classes=0, depth=2, hidden=8),
+    "rgb-4x4-one-level": dict(
+        image_shape=(3, 4, 4), num_classes=2, num_levels=1, depth=1, hidden=4
+    ),
+}
+
+
+def _glow(name: str) -> Glow:
+    model = Glow(**GLOWS[name])
+    model.initialize(torch.rand(16, *model.event_shape), _labels(model, 16))
+    return perturb_zero_init(model).eval()
+
+
+def _labels(model: Glow, n: int) -> torch.Tensor | None:
+    return torch.arange(n) % model.num_classes if model.num_classes else None
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = _glow("conditional-8x8")
+    model.save_pretrained(tmp_path / "m", class_names=["a", "b", "c"])
+    return model, tmp_path / "m"
+
+
+@pytest.mark.parametrize("name", sorted(GLOWS))
+def test_round_trip_gives_identical_log_prob(tmp_path, name):
+    model = _glow(name)
+    names = [f"class {i}" for i in range(model.num_classes)] or None
+    model.save_pretrained(tmp_path, class_names=names)
+    loaded = flowaug.load(tmp_path)
+    x = torch.rand(5, *model.event_shape)
+    y = _labels(model, 5)
+    assert type(loaded) is Glow and not loaded.training
+    assert loaded.config == model.config
+    assert loaded.class_names == names
+    assert torch.equal(loaded.log_prob(x, y), model.log_prob(x, y))
+    assert torch.equal(loaded.encode(x, y), model.encode(x, y))
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_from_pretrained_checks_the_class(saved):
+    _, path = saved
+    assert isinstance(Glow.from_pretrained(path), Glow)
+
+    class Other(Glow):
+        pass
+
+    with pytest.raises(TypeError, match="holds a Glow"):
+        Other.from_pretrained(path)
+
+
+def test_files_and_config_layout(saved):
+    model, path = saved
+    record = json.loads((path / CONFIG_NAME).read_text())
+    assert record["format_version"] == 1
+    assert record["model_type"] == "Glow"
+    assert record["config"] == model.config
+    assert record["class_names"] == ["a", "b", "c"]
+    assert sorted(os.listdir(path)) == [CONFIG_NAME, WEIGHTS_NAME]  # no temp files left
+
+
+def test_loading_never_unpickles(saved, monkeypatch):
+    _, path = saved
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    assert isinstance(load(path), Glow)
+
+
+def _truncate(path, name):
+    data = (path / name).read_bytes()
+    (path / name).write_bytes(data[: len(data) // 2])
+
+
+def _other_weights(path, name):
+    other = path.parent / "other"
+    Glow((1, 8, 8), num_classes=3, depth=2, hidden=8, levels=17).save_pretrained(other)
+    shutil.copy(other / WEIGHTS_NAME, path / WEIGHTS_NAME)
+
+
+def _edit_config(path, **changes):
+    record = json.loads((path / CONFIG_NAME).read_text())
+    for key, value in changes.items():
+        if key in record:
+            record[key] = value
+        else:
+            record["config"][key] = value
+    (path / CONFIG_NAME).write_text(json.dumps(record))
+
+
+DAMAGE = {
+    "missing directory": (lambda p: shutil.rmtree(p), FileNotFoundError, "not a directory"),
+    "missing config": (lambda p: os.remove(p / CONFIG_NAME), FileNotFoundError, CONFIG_NAME),
+    "missing weights": (lambda p: os.remove(p / WEIGHTS_NAME), FileNotFoundError, WEIGHTS_NAME),
+    "truncated weights": (lambda p: _truncate(p, WEIGHTS_NAME), ValueError, WEIGHTS_NAME),
+    "truncated config": (lambda p: _truncate(p, CONFIG_NAME), ValueError, CONFIG_NAME),
+    "weights of another model": (lambda p: _other_weights(p, WEIGHTS_NAME), ValueError, "hash"),
+    "config of another model": (lambda p: _edit_config(p, depth=3), ValueError, "does not fit"),
+    "config rejected by the model": (lambda p: _edit_config(p, depth=0), ValueError, "rejects"),
+    "unknown model type": (lambda p: _edit_config(p, model_type="Nope"), ValueError, "Nope"),
+    "future format": (lambda p: _edit_config(p, format_version=99), ValueError, "version"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_saves_raise_clear_errors(saved, damage):
+    _, path = saved
+    apply, error, fragment = DAMAGE[damage]
+    apply(path)
+    with pytest.raises(error, match=fragment):
+        load(path)
+
+
+def test_weights_without_hash_still_checked_against_the_model(saved):
+    _, path = saved
+    record = json.loads((path / CONFIG_NAME).read_text())
+    del record["weights_sha256"]
+    (path / CONFIG_NAME).write_text(json.dumps(record))
+    assert isinstance(load(path), Glow)
+    _other_weights(path, WEIGHTS_NAME)
+    with pytest.raises(ValueError, match="does not fit"):
+        load(path)
+
+
+def test_crash_between_the_two_writes_is_detected(saved, monkeypatch):
+    """A save that dies after replacing the weights but before the config never loads."""
+    _, path = saved
+    newer = _glow("conditional-8x8")
+    with torch.no_grad():
+        for p in newer.parameters():
+            p.add_(0.1)
+    real_replace = os.replace
+
+    def crash_on_config(src, dst):
+        if str(dst).endswith(CONFIG_NAME):
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_config)
+    with pytest.raises(OSError, match="simulated"):
+        newer.save_pretrained(path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(os.listdir(path)) == [CONFIG_NAME, WEIGHTS_NAME]  # temp file cleaned up
+    with pytest.raises(ValueError, match="hash"):
+        load(path)
+
+
+@pytest.mark.parametrize("names", [["a", "b"], "abc"])
+def test_bad_class_names_are_refused_on_save(tmp_path, names):
+    with pytest.raises((ValueError, TypeError), match="class_names"):
+        save_model(_glow("conditional-8x8"), tmp_path, class_names=names)
+
+
+def test_save_refuses_non_models(tmp_path):
+    with pytest.raises(TypeError, match="flowaug model"):
+        save_model(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_map_location_and_class_names_default_from_model(tmp_path):
+    model = _glow("conditional-8x8")
+    model.class_names = ["x", "y", "z"]
+    save_model(model, tmp_path)
+    loaded = load(tmp_path, map_location=torch.device("cpu"))
+    assert loaded.class_names == ["x", "y", "z"]
+    assert loaded.device.type == "cpu"
+
+
+def test_tabular_flow_round_trip(tmp_path):
+    tabular = pytest.importorskip("flowaug.flows.tabular")
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(
+        {
+            "a": [0.1, 0.5, 0.3, 0.9, 0.7, 0.2],
+            "k": [1, 2, 3, 1, 2, 3],
+            "c": ["u", "v", "u", "v", "u", "v"],
+            "label": ["no", "no", "no", "yes", "yes", "yes"],
+        }
+    )
+    model = tabular.TabularFlow.from_frame(df, label="label", depth=1, hidden=8)
+    x, y = model.encode_frame(df, seed=0)
+    model.initialize(x, y)
+    model = perturb_zero_init(model).eval()
+    model.save_pretrained(tmp_path)
+    loaded = load(tmp_path)
+    assert type(loaded).__name__ == "TabularFlow"
+    assert loaded.class_names == model.class_names
+    assert torch.equal(loaded.log_prob(x, y), model.log_prob(x, y))

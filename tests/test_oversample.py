@@ -1,0 +1,240 @@
+"""FlowOversampler: imbalanced-learn's contract (counts, types, determinism) and sane rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_iris, load_wine
+
+from flowaug.oversample import FlowOversampler, resolve_sampling_strategy
+
+FAST = dict(max_steps=10, model_kwargs=dict(depth=1, hidden=8))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight over a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def imbalanced_iris(as_frame: bool):
+    X, y = load_iris(return_X_y=True, as_frame=as_frame)
+    keep = np.r_[0:50, 50:70, 100:108]  # 50 / 20 / 8 rows
+    if as_frame:
+        return X.iloc[keep].reset_index(drop=True), y.iloc[keep].reset_index(drop=True)
+    return X[keep], y[keep]
+
+
+# --- sampling_strategy, without training ---------------------------------------------------------
+Y = np.array([0] * 50 + [1] * 20 + [2] * 8)
+
+
+@pytest.mark.parametrize(
+    "strategy,expected",
+    [
+        ("auto", {0: 0, 1: 30, 2: 42}),
+        ("not majority", {0: 0, 1: 30, 2: 42}),
+        ("minority", {0: 0, 1: 0, 2: 42}),
+        ("not minority", {0: 0, 1: 30, 2: 0}),
+        ("all", {0: 0, 1: 30, 2: 42}),
+        ({1: 25, 2: 8}, {0: 0, 1: 5, 2: 0}),
+        (lambda y: {2: 10}, {0: 0, 1: 0, 2: 2}),
+    ],
+)
+def test_strategy_counts(strategy, expected) -> None:
+    assert resolve_sampling_strategy(strategy, Y) == expected
+
+
+def test_float_strategy_is_for_binary_targets() -> None:
+    y = np.array(["a"] * 40 + ["b"] * 10)
+    assert resolve_sampling_strategy(0.5, y) == {"a": 0, "b": 10}
+    assert resolve_sampling_strategy(1.0, y) == {"a": 0, "b": 30}
+    with pytest.raises(ValueError, match="binary target"):
+        resolve_sampling_strategy(0.5, Y)
+    with pytest.raises(ValueError, match="cannot remove rows"):
+        resolve_sampling_strategy(0.2, y)
+
+
+def test_bad_strategies_raise() -> None:
+    with pytest.raises(ValueError, match="class 7"):
+        resolve_sampling_strategy({7: 100}, Y)
+    with pytest.raises(ValueError, match="below the 20 rows"):
+        resolve_sampling_strategy({1: 10}, Y)
+    with pytest.raises(ValueError, match="sampling_strategy must be one of"):
+        resolve_sampling_strategy("majority", Y)
+    with pytest.raises(TypeError, match="sampling_strategy"):
+        resolve_sampling_strategy([1, 2], Y)
+
+
+# --- fit_resample --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def iris_resampled():
+    """``(X, y, X_res, y_res)``: imbalanced iris arrays through the default strategy."""
+    X, y = imbalanced_iris(as_frame=False)
+    return (X, y, *FlowOversampler(random_state=3, **FAST).fit_resample(X, y.tolist()))
+
+
+@pytest.mark.parametrize(
+    "strategy,counts",
+    [({1: 30, 2: 12}, [50, 30, 12]), ("minority", [50, 20, 50])],
+)
+def test_fit_resample_counts_and_real_rows_first(strategy, counts) -> None:
+    X, y = imbalanced_iris(as_frame=False)
+    X_res, y_res = FlowOversampler(strategy, random_state=0, **FAST).fit_resample(X, y)
+    assert np.bincount(y_res).tolist() == counts
+    np.testing.assert_array_equal(X_res[: len(X)], X)
+    np.testing.assert_array_equal(y_res[: len(y)], y)
+    assert np.isfinite(X_res).all()
+
+
+def test_float_ratio_on_a_binary_target() -> None:
+    X, y = load_wine(return_X_y=True)
+    keep = np.r_[0:59, 59:69]  # class 0 (59 rows) and 10 rows of class 1
+    X_res, y_res = FlowOversampler(0.5, random_state=0, **FAST).fit_resample(X[keep], y[keep])
+    assert np.bincount(y_res).tolist() == [59, 29]
+
+
+def test_array_in_array_out(iris_resampled) -> None:
+    X, y, X_res, y_res = iris_resampled
+    assert type(X_res) is np.ndarray and X_res.dtype == X.dtype and X_res.shape == (150, 4)
+    assert type(y_res) is np.ndarray and y_res.shape == (150,)
+    assert np.bincount(y_res).tolist() == [50, 50, 50]
+    np.testing.assert_array_equal(X_res[: len(X)], X)
+
+
+def test_frame_in_frame_out() -> None:
+    X, y = imbalanced_iris(as_frame=True)
+    y = y.map({0: "setosa", 1: "versicolor", 2: "virginica"}).rename("species")
+    X_res, y_res = FlowOversampler(random_state=0, **FAST).fit_resample(X, y)
+    assert isinstance(X_res, pd.DataFrame) and list(X_res.columns) == list(X.columns)
+    assert (X_res.dtypes == X.dtypes).all() and list(X_res.index) == list(range(150))
+    assert isinstance(y_res, pd.Series) and y_res.name == "species" and y_res.dtype == y.dtype
+    assert y_res.value_counts().to_dict() == {"setosa": 50, "versicolor": 50, "virginica": 50}
+
+
+def test_mixed_types_come_back_valid() -> None:
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.array([0] * 45 + [1] * 15)
+    X = pd.DataFrame(
+        {
+            "amount": rng.gamma(2, 10, n) + 20 * y,
+            "visits": rng.integers(0, 12, n),
+            "plan": pd.Categorical(rng.choice(["free", "pro", "team"], n)),
+            "active": rng.random(n) < 0.5,
+            "region": rng.choice(["north", "south", "east", "west"], n),
+        }
+    )
+    X_res, y_res = FlowOversampler(random_state=1, **FAST).fit_resample(X, y)
+    new = X_res.iloc[n:]
+    assert len(new) == 30 and (y_res[n:] == 1).all()
+    assert (X_res.dtypes == X.dtypes).all()
+    assert set(new["plan"]) <= set(X["plan"]) and set(new["region"]) <= set(X["region"])
+    assert (
+        new["visits"].between(0, 11).all()
+        and new["amount"].between(X["amount"].min(), X["amount"].max()).all()
+    )
+    assert not X_res.isna().any().any()
+
+
+def test_same_random_state_same_output(iris_resampled) -> None:
+    X, y, a, _ = iris_resampled
+    b = FlowOversampler(random_state=3, **FAST).fit_resample(X, y)[0]
+    c = FlowOversampler(random_state=4, **FAST).fit_resample(X, y)[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_synthetic_rows_belong_to_their_class(iris_resampled) -> None:
+    X, y, X_res, y_res = iris_resampled
+    new_X, new_y = X_res[len(X) :], y_res[len(X) :]
+    means = np.stack([X[y == c].mean(0) for c in range(3)])
+    nearest = np.linalg.norm(new_X[:, None] - means[None], axis=2).argmin(1)
+    assert (nearest == new_y).mean() > 0.9
+
+
+def test_missing_values_need_impute() -> None:
+    X, y = imbalanced_iris(as_frame=True)
+    X = X.copy()
+    X.iloc[3, 1] = np.nan
+    with pytest.raises(ValueError, match="'sepal width \\(cm\\)'.*missing"):
+        FlowOversampler(random_state=0, **FAST).fit(X, y)
+    X_res, _ = FlowOversampler(random_state=0, impute="mean", **FAST).fit_resample(X, y)
+    assert X_res.iloc[len(X) :].notna().all().all()
+
+
+def test_bad_inputs() -> None:
+    X, y = imbalanced_iris(as_frame=False)
+    with pytest.raises(ValueError, match="y has 10 labels for 78 rows"):
+        FlowOversampler(**FAST).fit(X, y[:10])
+    with pytest.raises(ValueError, match="2-D"):
+        FlowOversampler(**FAST).fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="temperature"):
+        FlowOversampler(temperature=-1).fit(X, y)
+    with pytest.raises(ValueError, match="categorical must hold column indices"):
+        FlowOversampler(categorical=["a"], **FAST).fit(X, y)
+    with pytest.raises(ValueError, match="not fitted"):
+        FlowOversampler().sample(3)
+
+
+def test_estimator_api_and_pipeline() -> None:
+    sampler = FlowOversampler(sampling_strategy="minority", temperature=0.5, **FAST)
+    twin = clone(sampler)
+    assert twin.get_params()["temperature"] == 0.5 and twin is not sampler
+    assert twin.set_params(max_steps=5).max_steps == 5
+    imblearn = pytest.importorskip("imblearn")
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = imbalanced_iris(as_frame=False)
+    pipe = imblearn.pipeline.make_pipeline(
+        FlowOversampler(random_state=0, **FAST), LogisticRegression(max_iter=500)
+    )
+    assert pipe.fit(X, y).score(X, y) > 0.8
+
+
+def test_validation_chooses_between_trained_and_initialized_flow() -> None:
+    X, y = imbalanced_iris(as_frame=False)
+    sampler = FlowOversampler(random_state=0, **FAST).fit(X, y)
+    assert sampler.selected_ in ("trained", "init")
+    assert sampler.history_ is not None and sampler.history_.steps >= 1
+    # two rows per class: nothing can be held out, so the data-initialized flow is kept
+    tiny = np.r_[0:2, 50:52, 70:72]
+    few = FlowOversampler(random_state=0, **FAST).fit(X[tiny], y[tiny])
+    assert few.selected_ == "init" and few.history_ is None
+    # no validation at all: train max_steps and keep the result
+    blind = FlowOversampler(random_state=0, val_fraction=0.0, **FAST).fit(X, y)
+    assert blind.selected_ == "trained" and blind.history_.steps == FAST["max_steps"]
+
+
+@pytest.mark.slow
+def test_oversampling_helps_a_classifier_on_imbalanced_wine() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_wine(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+    real, resampled = [], []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        keep = np.concatenate(
+            [
+                np.flatnonzero(y_tr == c)
+                if c == 1
+                else rng.choice(np.flatnonzero(y_tr == c), 4, replace=False)
+                for c in range(3)
+            ]
+        )
+        X_res, y_res = FlowOversampler(random_state=seed).fit_resample(X_tr[keep], y_tr[keep])
+        for data, scores in (((X_tr[keep], y_tr[keep]), real), ((X_res, y_res), resampled)):
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(*data)
+            scores.append(balanced_accuracy_score(y_te, clf.predict(X_te)))
+    assert np.mean(resampled) > np.mean(real) + 0.03, (real, resampled)

@@ -1,0 +1,289 @@
+"""FlowTrainer: resume equals an uninterrupted run, NaN steps, best weights, conditioning."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+import flowaug
+from flowaug import FlowTrainer, Glow, TrainConfig
+from flowaug.data import load_sklearn
+from flowaug.flows.layers import ActNorm
+from flowaug.training import NonFiniteLossError, _generator, latest_checkpoint
+
+TINY = dict(image_shape=(1, 8, 8), num_classes=10, depth=1, hidden=8, levels=17)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the test machine is shared: spinning OpenMP threads of busy processes slow everyone down
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_sklearn("digits")
+
+
+def _config(**overrides) -> TrainConfig:
+    settings = dict(batch_size=16, max_steps=12, eval_every=3, warmup_steps=2, progress=False)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+class Crash(Exception):
+    pass
+
+
+class InstrumentedGlow(Glow):
+    """A Glow that crashes or goes non-finite on chosen training forward passes."""
+
+    def __init__(self, *args, crash_after=None, nan_loss_at=(), nan_grad_at=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.crash_after = crash_after
+        self.nan_loss_at, self.nan_grad_at = set(nan_loss_at), set(nan_grad_at)
+        self.calls = 0
+
+    def _forward(self, x, y):
+        eps, logdet = super()._forward(x, y)
+        if self.training and torch.is_grad_enabled():
+            step = self.calls
+            self.calls += 1
+            if self.crash_after is not None and step >= self.crash_after:
+                raise Crash(f"simulated crash at step {step}")
+            if step in self.nan_loss_at or "all" in self.nan_loss_at:
+                logdet = logdet * float("nan")
+            if step in self.nan_grad_at:
+                logdet.register_hook(lambda g: g * float("nan"))
+        return eps, logdet
+
+
+def _model(seed=0, **kwargs) -> InstrumentedGlow:
+    torch.manual_seed(seed)
+    return InstrumentedGlow(**{**TINY, **kwargs})
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("batch_size", 0),
+        ("lr", -1.0),
+        ("lr", float("nan")),
+        ("max_steps", 2.5),
+        ("ema_decay", 1.0),
+        ("mixed_precision", "fp8"),
+        ("schedule", "linear"),
+        ("patience", 0),
+        ("grad_clip", 0.0),
+        ("seed", -1),
+        ("checkpoint_every", 10),  # without output_dir
+    ],
+)
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_fp16_on_cpu_is_refused_clearly():
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid on a CUDA machine")
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        FlowTrainer(_model(), TrainConfig(mixed_precision="fp16"))
+
+
+def test_data_model_mismatches_are_refused(digits):
+    trainer = FlowTrainer(Glow((1, 8, 8), num_classes=10, depth=1, hidden=4), _config())
+    with pytest.raises(ValueError, match="levels=17"):
+        trainer.fit(digits.subset(range(32)))
+    trainer = FlowTrainer(_model(), _config(batch_size=64))
+    with pytest.raises(ValueError, match="batch_size"):
+        trainer.fit(digits.subset(range(32)))
+
+
+# --- reproducibility ---------------------------------------------------------------------------
+
+
+def test_actnorm_init_is_a_function_of_the_seed_only(digits):
+    """Every process computes the same data-dependent init, whatever its RNG state."""
+    a = _model()
+    b = copy.deepcopy(a)
+    torch.manual_seed(1)
+    FlowTrainer(a, _config(seed=5))._initialize(digits)
+    torch.manual_seed(2)
+    FlowTrainer(b, _config(seed=5))._initialize(digits)
+    norms_a = [m for m in a.modules() if isinstance(m, ActNorm)]
+    norms_b = [m for m in b.modules() if isinstance(m, ActNorm)]
+    for m, n in zip(norms_a, norms_b, strict=True):
+        assert bool(m.initialized) and torch.equal(m.loc, n.loc)
+        assert torch.equal(m.log_scale, n.log_scale)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(digits):
+    data = digits.subset(range(64))
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        model = _model()
+        FlowTrainer(model, _config(max_steps=4, seed=seed)).fit(data)
+        runs[name] = model
+    assert _same_weights(runs["a"], runs["b"])
+    assert not _same_weights(runs["a"], runs["c"])
+
+
+RESUME_CASES = {
+    "plain": ({}, {}),
+    "ema+dropout+val": ({"ema_decay": 0.8}, {"dropout": 0.3}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, digits, case):
+    cfg_extra, model_extra = RESUME_CASES[case]
+    train, val = digits.subset(range(96)), digits.subset(range(96, 128))
+
+    def config(out):
+        return _config(output_dir=str(out), checkpoint_every=4, keep_checkpoints=5, **cfg_extra)
+
+    straight = _model(**model_extra)
+    h_straight = FlowTrainer(straight, config(tmp_path / "a")).fit(train, val)
+
+    crashing = _model(crash_after=10, **model_extra)
+    with pytest.raises(Crash):
+        FlowTrainer(crashing, config(tmp_path / "b")).fit(train, val)
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_00000008"
+
+    resumed = _model(seed=123, **model_extra)  # other random init: the checkpoint decides
+    h_resumed = FlowTrainer(resumed, config(tmp_path / "b")).fit(train, val, resume_from="latest")
+
+    assert _same_weights(straight, resumed)
+    strip = [{k: v for k, v in r.items() if k != "time"} for r in h_straight.records]
+    assert strip == [{k: v for k, v in r.items() if k != "time"} for r in h_resumed.records]
+    assert h_resumed.best_step == h_straight.best_step
+    saved = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert saved["steps"] == 12 and len(saved["records"]) == 4
+
+
+def test_checkpoint_selection_ignores_partial_writes_and_detects_damage(tmp_path, digits):
+    data = digits.subset(range(64))
+    out = tmp_path / "run"
+    FlowTrainer(_model(), _config(output_dir=str(out), checkpoint_every=4)).fit(data)
+    root = out / "checkpoints"
+    assert [p.name for p in sorted(root.iterdir())] == ["step_00000008", "step_00000012"]
+    # a crash mid-write leaves a temp folder or a folder without trainer_state.json
+    shutil.copytree(root / "step_00000012", root / ".tmp-step_00000016-1")
+    (root / "step_00000020").mkdir()
+    assert latest_checkpoint(root).name == "step_00000012"
+    weights = root / "step_00000012" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        FlowTrainer(_model(), _config(output_dir=str(out))).fit(data, resume_from="latest")
+    with pytest.raises(ValueError, match="batch_size"):
+        FlowTrainer(_model(), _config(output_dir=str(out), batch_size=8)).fit(
+            data, resume_from=root / "step_00000008"
+        )
+
+
+# --- non-finite steps --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["nan_loss_at", "nan_grad_at"])
+def test_non_finite_steps_are_skipped_and_counted(digits, where):
+    model = _model(**{where: {2, 3, 7}})
+    history = FlowTrainer(model, _config(max_bad_steps=3)).fit(digits.subset(range(64)))
+    assert history.bad_steps == 3 and history.steps == 12
+    assert [r["bad_steps"] for r in history.records] == [1, 2, 3, 3]  # evals at 3, 6, 9, 12
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_skipped_step_leaves_the_weights_alone(digits):
+    data = digits.subset(range(64))
+    clean, skipped = _model(), _model(nan_grad_at={1})
+    FlowTrainer(clean, _config(max_steps=1)).fit(data)
+    FlowTrainer(skipped, _config(max_steps=2)).fit(data)
+    assert _same_weights(clean, skipped)
+
+
+def test_consecutive_bad_steps_raise_naming_the_step(digits):
+    model = _model(nan_loss_at={"all"})
+    with pytest.raises(NonFiniteLossError, match="step 2: 3 consecutive"):
+        FlowTrainer(model, _config(max_bad_steps=3)).fit(digits.subset(range(64)))
+
+
+# --- validation, best weights, early stopping ---------------------------------------------------
+
+
+def _val_bpd(model, val, seed):
+    x = model.prepare_batch(val.x, generator=_generator(seed, "val-noise"))
+    with torch.no_grad():
+        return model.bits_per_dim_from_log_prob(model.log_prob(x, val.y), 17).mean().item()
+
+
+def test_early_stopping_restores_the_best_validation_weights(digits):
+    """A tiny training set overfits: validation gets worse, training stops, best weights return."""
+    train, val = digits.subset(range(24)), digits.subset(range(300, 400))
+    cfg = _config(batch_size=8, max_steps=200, eval_every=4, lr=1e-2, patience=3)
+    model = _model(hidden=16)
+    history = FlowTrainer(model, cfg).fit(train, val)
+    vals = history.column("val_bpd")
+    assert history.stopped_early and history.steps < 200, vals
+    assert history.records[-1]["step"] - history.best_step == 3 * cfg.eval_every
+    assert history.best_val_bpd == min(vals) and vals[-1] > history.best_val_bpd
+    assert not model.training
+    assert _val_bpd(model, val, cfg.seed) == pytest.approx(history.best_val_bpd, abs=1e-5)
+
+
+def test_class_conditioning_is_learned(digits):
+    """On two distinguishable classes the right label explains the image better."""
+    mask = digits.y < 2
+    pairs = digits.subset(torch.nonzero(mask).flatten())
+    train, test = pairs.subset(range(0, 300)), pairs.subset(range(300, len(pairs)))
+    model = Glow((1, 8, 8), num_classes=2, depth=1, hidden=16, levels=17)
+    FlowTrainer(model, _config(batch_size=32, max_steps=30, lr=3e-3, eval_every=30)).fit(train)
+    x = model.prepare_batch(test.x, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        right = model.log_prob(x, test.y)
+        wrong = model.log_prob(x, 1 - test.y)
+    assert (right > wrong).float().mean() > 0.9
+
+
+def test_bf16_autocast_trains_on_cpu(digits):
+    model = _model()
+    history = FlowTrainer(model, _config(max_steps=3, mixed_precision="bf16")).fit(
+        digits.subset(range(32))
+    )
+    assert history.bad_steps == 0 and math.isfinite(history.records[-1]["train_bpd"])
+
+
+# --- flowaug.fit -------------------------------------------------------------------------------
+
+
+def test_fit_returns_a_trained_named_model(digits):
+    data = digits.subset(range(120))
+    model = flowaug.fit(data, config=_config(max_steps=3), depth=1, hidden=8)
+    assert isinstance(model, Glow) and not model.training
+    assert model.class_names == digits.class_names and model.config["levels"] == 17
+
+
+def test_fit_on_a_data_frame_uses_the_tabular_flow():
+    pytest.importorskip("flowaug.flows.tabular")
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame
+    model = flowaug.fit(frame, label="target", config=_config(max_steps=3), depth=1, hidden=8)
+    assert type(model).__name__ == "TabularFlow"
+    assert len(model.class_names) == 3
