@@ -115,7 +115,7 @@ def train_peer(module, log_prob_fn, data, budget, eval_every, lr, batch_size=64,
                     best = (val, copy.deepcopy(module.state_dict()), step)
     module.load_state_dict(best[1])
     return {"steps": step, "best_step": best[2], "val_bpd": best[0],
-            "train_steps_per_s": step / train_time}
+            "train_steps_per_s": step / (time.perf_counter() - start)}
 
 
 @torch.no_grad()
@@ -138,22 +138,23 @@ def time_sampling(sample_fn, n=1000) -> float:
 # --- contenders ----------------------------------------------------------------------------------
 def run_flowaug(data, budget, eval_every, seed):
     from flowaug import FlowTrainer, Glow, TrainConfig
+    from flowaug.cli import QUICKSTART_MODEL, QUICKSTART_STEPS, QUICKSTART_TRAIN
 
+    # the quickstart's settings, capped by the same wall-clock budget as every peer
     torch.manual_seed(seed)
-    model = Glow((1, 8, 8), 10, levels=LEVELS, depth=8, hidden=64, dropout=0.2)
-    config = TrainConfig(max_steps=10**9, max_time=budget, eval_every=eval_every, lr=2e-3,
-                         batch_size=64, weight_decay=1e-4, patience=10**9, seed=seed,
-                         progress=False)
+    model = Glow((1, 8, 8), 10, levels=LEVELS, **QUICKSTART_MODEL)
+    config = TrainConfig(**QUICKSTART_TRAIN | dict(max_steps=QUICKSTART_STEPS, max_time=budget,
+                                                     seed=seed, progress=False))
+    start = time.perf_counter()
     history = FlowTrainer(model, config).fit(data["train"], val=data["val"])
+    elapsed = time.perf_counter() - start
     model.eval()
-
-    def log_prob_fn(x01, y):
-        return model.log_prob(x01, y)
-
-    records = history["records"] if isinstance(history, dict) else history
+    records = history.records
     steps = max(r["step"] for r in records)
-    return model, log_prob_fn, lambda y: model.sample(y), {
-        "steps": steps, "val_bpd": min(r["val_bpd"] for r in records if r.get("val_bpd"))}
+    best = min(records, key=lambda r: r["val_bpd"])
+    return model, model.log_prob, lambda y: model.sample(y), {
+        "steps": steps, "best_step": best["step"], "val_bpd": best["val_bpd"],
+        "train_steps_per_s": steps / elapsed}
 
 
 def _onehot(y):

@@ -45,7 +45,8 @@ def dequantize(x: Tensor, levels: int = 256, generator: torch.Generator | None =
             f"x must hold integer levels to dequantize, got dtype {x.dtype}; float images in "
             "[0, 1] are already in model space."
         )
-    if x.numel() and (x.min() < 0 or x.max() >= levels):
+    # compare as Python ints: `x.max() >= 256` overflows in uint8
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= levels):
         raise ValueError(
             f"x has values in [{int(x.min())}, {int(x.max())}], outside [0, {levels - 1}] for "
             f"levels={levels}; pass the right number of levels."

@@ -92,6 +92,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         ("patience", 0),
         ("grad_clip", 0.0),
         ("seed", -1),
+        ("max_time", 0.0),
         ("checkpoint_every", 10),  # without output_dir
     ],
 )
@@ -287,3 +288,12 @@ def test_fit_on_a_data_frame_uses_the_tabular_flow():
     model = flowaug.fit(frame, label="target", config=_config(max_steps=3), depth=1, hidden=8)
     assert type(model).__name__ == "TabularFlow"
     assert len(model.class_names) == 3
+
+
+def test_max_time_stops_with_a_final_evaluation(digits):
+    train, val = digits.subset(range(64)), digits.subset(range(64, 96))
+    history = FlowTrainer(_model(), _config(max_steps=1000, max_time=1e-9, eval_every=50)).fit(
+        train, val
+    )
+    assert [r["step"] for r in history.records] == [1]
+    assert history.records[0]["val_bpd"] is not None
