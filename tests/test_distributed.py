@@ -1,0 +1,147 @@
+"""Two CPU processes train to the same weights on every rank, and to a one-process run's.
+
+The fast test starts two ranks the way ``accelerate.debug_launcher`` does (gloo, CPU, a file
+rendezvous) but spawned rather than forked (see :func:`launch_cpu_ranks`); the slow one launches
+them the production way, ``torchrun --nproc_per_node 2`` with ``ACCELERATE_USE_CPU=1``
+(without the cpu flag a CPU-only rank silently runs as ``DistributedType.NO``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from flowaug import FlowTrainer, Glow, TrainConfig
+from flowaug.data import load_sklearn
+
+GLOBAL_BATCH = 16
+STEPS = 10
+
+
+def train_once(out_dir: str, tag: str, init_seed: int) -> None:
+    """Train a tiny Glow; write its weights and run facts to ``out_dir/<tag>.*``.
+
+    Every rank builds its model from a different seed: ``prepare`` must make them agree.
+    """
+    torch.set_num_threads(1)
+    data = load_sklearn("digits")
+    train, val = data.subset(range(128)), data.subset(range(128, 192))
+    torch.manual_seed(init_seed)
+    model = Glow((1, 8, 8), num_classes=10, depth=1, hidden=8, levels=17)
+    config = TrainConfig(
+        batch_size=GLOBAL_BATCH, max_steps=STEPS, eval_every=5, warmup_steps=2, progress=False
+    )
+    trainer = FlowTrainer(model, config)
+    history = trainer.fit(train, val)
+    acc = trainer.accelerator
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out_dir}/{tag}.st")
+    facts = {
+        "distributed_type": str(acc.distributed_type),
+        "num_processes": acc.num_processes,
+        "val_bpd": history.column("val_bpd"),
+    }
+    Path(f"{out_dir}/{tag}.json").write_text(json.dumps(facts))
+
+
+def _rank_worker(out_dir: str) -> None:
+    rank = torch.distributed.get_rank()
+    train_once(out_dir, f"rank{rank}", init_seed=100 + rank)
+
+
+def _check(out_dir: Path) -> None:
+    ranks = [load_file(out_dir / f"rank{r}.st") for r in range(2)]
+    facts = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
+    for f in facts:
+        assert f["num_processes"] == 2 and f["distributed_type"].endswith("MULTI_CPU"), f
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+
+    # one process, same global batch, rank 0's initial weights
+    train_once(str(out_dir), "single", init_seed=100)
+    single = load_file(out_dir / "single.st")
+    single_facts = json.loads((out_dir / "single.json").read_text())
+    assert single_facts["num_processes"] == 1
+    for key, value in single.items():
+        torch.testing.assert_close(ranks[0][key], value, rtol=1e-4, atol=1e-4, msg=key)
+    assert facts[0]["val_bpd"] == pytest.approx(single_facts["val_bpd"], abs=1e-4)
+    # the run really moved the weights: the comparison is not between two initial models
+    assert facts[0]["val_bpd"][-1] < facts[0]["val_bpd"][0]
+
+
+def launch_cpu_ranks(function, args: tuple, num_processes: int = 2) -> None:
+    """``accelerate.debug_launcher`` with *spawned* ranks instead of forked ones.
+
+    A rank forked from a process that has already run a multi-threaded (OpenMP) torch op hangs
+    in its first parallel op (GNU libgomp does not survive fork), which is what a pytest session
+    that trained anything before this test is. Spawned ranks start clean.
+    """
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    with (
+        tempfile.NamedTemporaryFile() as rendezvous,
+        patch_environment(
+            world_size=num_processes,
+            master_addr="127.0.0.1",
+            master_port=str(_free_port()),
+            accelerate_mixed_precision="no",
+            accelerate_debug_rdv_file=rendezvous.name,
+            accelerate_use_cpu="yes",
+            gloo_socket_ifname="lo",
+            omp_num_threads="1",
+        ),
+    ):
+        launcher = PrepareForLaunch(function, debug=True)
+        start_processes(launcher, args=args, nprocs=num_processes, start_method="spawn")
+
+
+def test_two_cpu_ranks_agree_with_each_other_and_one_process(tmp_path):
+    launch_cpu_ranks(_rank_worker, args=(str(tmp_path),), num_processes=2)
+    _check(tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from test_distributed import train_once
+            rank = int(os.environ["RANK"])
+            train_once({str(tmp_path)!r}, f"rank{{rank}}", init_seed=100 + rank)
+            """
+        )
+    )
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(script),
+    ]
+    subprocess.run(cmd, env=env, check=True, timeout=600, cwd=Path(__file__).parents[1])
+    _check(tmp_path)
