@@ -35,6 +35,9 @@ __all__ = [
     "load_sklearn",
     "load_data",
     "load_image_folder",
+    "load_hf_dataset",
+    "to_hf_dataset",
+    "find_columns",
     "SKLEARN_DATASETS",
     "IMAGE_EXTENSIONS",
 ]
@@ -479,3 +482,103 @@ def load_data(spec: str | os.PathLike, levels: int | None = None) -> FlowData:
     if any((path / m).is_file() for m in markers):
         return _load_hf_directory(path, levels)
     return load_image_folder(path, levels)
+
+
+# --- as datasets.Dataset (for the HF hook and the CLI) ---------------------------------------
+
+
+def find_columns(
+    features: Any, image_column: str | None = None, label_column: str | None = None
+) -> tuple[str | None, str | None]:
+    """The image and label columns of a ``datasets.Features``: the given names (checked), else
+    the first ``Image`` / ``ClassLabel`` feature, else a usual name (``image``, ``label``, ...).
+    """
+    import datasets
+
+    for name, what in ((image_column, "image_column"), (label_column, "label_column")):
+        if name is not None and name not in features:
+            raise ValueError(f"{what} {name!r} is not a column of {list(features)}.")
+    if label_column is None:
+        label_column = next(
+            (k for k, f in features.items() if isinstance(f, datasets.ClassLabel)),
+            next((k for k in _LABEL_COLUMNS if k in features), None),
+        )
+    if image_column is None:
+        image_column = next(
+            (k for k, f in features.items() if isinstance(f, datasets.Image)),
+            next((k for k in _IMAGE_COLUMNS if k in features), None),
+        )
+    return image_column, label_column
+
+
+def to_hf_dataset(data: FlowData, image_column: str = "image", label_column: str = "label"):
+    """A :class:`FlowData` as an in-memory ``datasets.Dataset`` with a ``ClassLabel`` column.
+
+    Integer images with at most 256 levels and 1 or 3 channels become 8-bit PIL images in an
+    ``Image`` column (level ``k`` -> ``round(k * 255 / (levels - 1))``, as for scikit-learn's
+    digits in ``recipes/hf_pipeline.py``); other images become float32 ``Array3D`` columns
+    ``[C, H, W]`` in ``[0, 1]``; feature vectors become float32 columns ``x0, x1, ...``.
+    """
+    import datasets
+    import PIL.Image
+
+    if data.y is None:
+        raise ValueError("data has no labels; augmentation needs a labelled data set.")
+    names = data.class_names or [str(c) for c in range(max(data.num_classes, 1))]
+    label = datasets.ClassLabel(names=list(names))
+    columns: dict[str, Any] = {}
+    if data.is_image:
+        c = data.x.shape[1]
+        if data.is_discrete and data.levels is not None and data.levels <= 256 and c in (1, 3):
+            scale = 255.0 / (data.levels - 1)
+            pixels = np.round(data.x.double().numpy() * scale).astype(np.uint8)
+            mode = "L" if c == 1 else "RGB"
+            columns[image_column] = [
+                PIL.Image.fromarray(p[0] if c == 1 else p.transpose(1, 2, 0), mode=mode)
+                for p in pixels
+            ]
+            feature: Any = datasets.Image()
+        else:
+            x = data.x.float()
+            if data.is_discrete:
+                x = x / ((data.levels or 256) - 1)
+            columns[image_column] = list(x.numpy())
+            feature = datasets.Array3D(shape=tuple(x.shape[1:]), dtype="float32")
+        features = datasets.Features({image_column: feature, label_column: label})
+    else:
+        x = data.x.float().numpy()
+        features = datasets.Features(
+            {**{f"x{i}": datasets.Value("float32") for i in range(x.shape[1])}, label_column: label}
+        )
+        columns.update({f"x{i}": x[:, i] for i in range(x.shape[1])})
+    columns[label_column] = data.y.tolist()
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def load_hf_dataset(spec: str | os.PathLike):
+    """The data a CLI ``--data`` argument names, as a ``datasets.Dataset``.
+
+    A ``save_to_disk`` directory is read with ``datasets.load_from_disk`` as it is (a
+    ``DatasetDict``: its ``train`` split, or its only split); ``sklearn:<name>`` and image
+    folders are read with :func:`load_data` and converted with :func:`to_hf_dataset`.
+    """
+    import datasets
+
+    text = str(spec)
+    path = Path(text)
+    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+    saved = path.is_dir() and any((path / m).is_file() for m in markers)
+    if text.startswith("sklearn:") or not saved:
+        return to_hf_dataset(load_data(spec))  # errors for missing paths come from load_data
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" in ds:
+            ds = ds["train"]
+        elif len(ds) == 1:
+            ds = next(iter(ds.values()))
+        else:
+            raise ValueError(
+                f"{path} holds splits {list(ds)} and none is 'train'; point --data at one split "
+                "(save it with ds[split].save_to_disk)."
+            )
+    return ds

@@ -1,9 +1,12 @@
-"""The ``flowaug`` command: help for every subcommand, and tiny fit / sample / quickstart runs."""
+"""The ``flowaug`` command: help for every subcommand, and tiny fit / sample / augment /
+evaluate / quickstart runs."""
 
 from __future__ import annotations
 
 import json
+import os
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ from PIL import Image
 import flowaug
 from flowaug import cli
 from flowaug.cli import COMMANDS, build_parser, command, main
+from flowaug.data import load_sklearn, to_hf_dataset
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,11 +35,11 @@ def test_top_level_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in ("quickstart", "fit", "sample"):
+    for name in ("quickstart", "fit", "sample", "augment", "evaluate"):
         assert name in out
 
 
-@pytest.mark.parametrize("name", ["quickstart", "fit", "sample"])
+@pytest.mark.parametrize("name", ["quickstart", "fit", "sample", "augment", "evaluate"])
 def test_each_subcommand_has_help(capsys, name):
     with pytest.raises(SystemExit) as exit_info:
         main([name, "--help"])
@@ -114,12 +118,18 @@ def test_fit_reads_an_image_folder(tmp_path):
         (["fit", "--data", "/no/such/dir", "--out", "x"], "no such file"),
         (["fit", "--data", "sklearn:nope", "--out", "x"], "choose one of"),
         (["sample", "/no/such/model"], "not a directory"),
+        (["augment", "/no/such/model", "--data", "sklearn:digits", "--out", "x"], "not a dir"),
+        (["augment", "m", "--data", "sklearn:digits", "--out", "x", "--ratio", "-1"], "--ratio"),
+        (["augment", "m", "--data", "sklearn:digits", "--out", "x", "--ratio", "nan"], "--ratio"),
+        (["evaluate", "/no/such/model", "--data", "sklearn:digits"], "not a directory"),
+        (["evaluate", "m", "--data", "sklearn:digits", "--n-per-class", "0"], "--n-per-class"),
     ],
 )
 def test_errors_are_reported_without_a_traceback(capsys, argv, fragment):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"flowaug {argv[0]}: error:") and fragment in err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
 
 
 def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys, monkeypatch):
@@ -134,3 +144,106 @@ def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys, monkeypatch):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and 0 < metrics["test_bpd"] < 10
+
+
+# --- augment and evaluate ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    """A tiny Glow fitted to scikit-learn digits (17 levels) in a few steps."""
+    out = tmp_path_factory.mktemp("cli") / "model"
+    assert main(["fit", "--data", "sklearn:digits", "--out", str(out), *TINY_FIT, *TINY_MODEL]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    """60 digits saved with save_to_disk: 8-bit PIL images and a ClassLabel column."""
+    path = tmp_path_factory.mktemp("cli") / "digits60"
+    to_hf_dataset(load_sklearn("digits")).select(range(60)).save_to_disk(str(path))
+    return path
+
+
+def _synthetic_pixels(ds, start):
+    return np.stack([np.asarray(img) for img in ds.select(range(start, len(ds)))["image"]])
+
+
+def test_augment_then_evaluate(tmp_path, capsys, digits_model, small_digits):
+    real = datasets.load_from_disk(str(small_digits))
+    files_before = sorted(os.listdir(small_digits))
+    out = tmp_path / "aug"
+    common = ["augment", str(digits_model), "--data", str(small_digits), "--out", str(out)]
+    args = [*common, "--ratio", "0.5", "--seed", "3", "--no-progress"]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    printed = capsys.readouterr().out
+
+    aug = datasets.load_from_disk(str(out))
+    assert aug.features == datasets.Features(
+        {**real.features, "is_synthetic": datasets.Value("bool")}
+    )
+    labels = np.asarray(real["label"])
+    expected = {c: round(0.5 * int((labels == c).sum())) for c in range(10)}
+    n_real, n_syn = len(real), sum(expected.values())
+    assert len(aug) == n_real + n_syn and n_syn > 0
+    flags, aug_labels = np.asarray(aug["is_synthetic"]), np.asarray(aug["label"])
+    assert not flags[:n_real].any() and flags[n_real:].all()
+    assert aug_labels[:n_real].tolist() == labels.tolist()
+    assert {c: int((aug_labels[n_real:] == c).sum()) for c in range(10)} == expected
+    image = aug[n_real]["image"]
+    assert image.mode == "L" and image.size == (8, 8)
+    pixels = _synthetic_pixels(aug, n_real)
+    assert set(np.unique(pixels).tolist()) <= {round(k * 255 / 16) for k in range(17)}
+    assert f"{n_real + n_syn} rows ({n_real} real, {n_syn} synthetic)" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aug", "cache"]  # no temp folders
+
+    # an existing output is kept unless --overwrite; the same seed gives the same rows
+    assert main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--cache-dir", str(tmp_path / "cache2")]) == 0
+    assert np.array_equal(_synthetic_pixels(datasets.load_from_disk(str(out)), n_real), pixels)
+    cache3 = ["--cache-dir", str(tmp_path / "cache3")]
+    assert main([*common, "--n-per-class", "2", "--overwrite", "--no-progress", *cache3]) == 0
+    assert len(datasets.load_from_disk(str(out))) == n_real + 20
+    assert main([*args[:5], str(small_digits), "--overwrite"]) == 1  # never replaces --data
+    assert "would replace --data" in capsys.readouterr().err
+    assert sorted(os.listdir(small_digits)) == files_before
+
+    report_path = tmp_path / "report.json"
+    evaluate = ["evaluate", str(digits_model), "--data", str(out), "--n-per-class", "4"]
+    assert main([*evaluate, "--json", str(report_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "bits/dim (discrete, 17 levels)" in printed and "near-copies" in printed
+    report = json.loads(report_path.read_text())
+    for key in ("bits_per_dim", "classifier_accuracy", "per_class_accuracy", "memorization"):
+        assert key in report, key
+    assert report["n_rows"] == n_real and report["skipped_synthetic_rows"] == 20
+    assert report["bits_per_dim_kind"] == "discrete" and report["levels"] == 17
+    assert report["requantized_from_levels"] == 256
+    assert 0 < report["bits_per_dim"] < 8  # uniform over 17 levels: log2(17) = 4.09
+    assert 0 <= report["classifier_accuracy"] <= 1
+    assert set(report["per_class_accuracy"]) <= {str(c) for c in range(10)}
+    memo = report["memorization"]
+    assert (memo["n_synthetic"], memo["n_train"], memo["dim"]) == (40, n_real, 64)
+    assert 0 <= memo["share_near_copies"] <= 1 and memo["dcr"]["median"] > 0
+    assert 0 <= report["synthetic"]["label_agreement"] <= 1
+    assert 0 <= report["fidelity"]["precision"] <= 1 and 0 <= report["fidelity"]["recall"] <= 1
+
+    again = tmp_path / "again.json"
+    assert main([*evaluate, "--json", str(again)]) == 0
+    second = json.loads(again.read_text())
+    report.pop("seconds"), second.pop("seconds")
+    assert second == report  # same seed, same report
+
+
+def test_evaluate_a_tabular_model(tmp_path, capsys):
+    out = tmp_path / "iris"
+    assert main(["fit", "--data", "sklearn:iris", "--out", str(out), *TINY_FIT, *TINY_MODEL]) == 0
+    report_path = tmp_path / "report.json"
+    args = ["evaluate", str(out), "--data", "sklearn:iris", "--n-per-class", "5"]
+    assert main([*args, "--json", str(report_path)]) == 0
+    assert "bits/dim (continuous)" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["bits_per_dim_kind"] == "continuous" and report["n_rows"] == 150
+    assert report["memorization"]["dim"] == 4 and report["memorization"]["n_synthetic"] == 15
+    assert np.isfinite(report["bits_per_dim"])

@@ -18,11 +18,17 @@ CONFIGS = [
     ((3, 4, 4), 0, None),
     ((1, 8, 8), 10, 2),
     ((2, 8, 8), None, 3),
+    ((1, 4, 4), 2, "spline"),
 ]
 
 
 def _model(shape, num_classes, num_levels, dtype=torch.float64):
-    model = Glow(shape, num_classes, num_levels=num_levels, depth=2, hidden=8, cond_dim=4)
+    coupling = "affine"
+    if num_levels == "spline":
+        coupling, num_levels = "spline", None
+    model = Glow(
+        shape, num_classes, num_levels=num_levels, depth=2, hidden=8, cond_dim=4, coupling=coupling
+    )
     model = perturb_zero_init(model).to(dtype)
     x = torch.rand(16, *shape, dtype=dtype)
     model.initialize(x, _labels(model, 16))
@@ -175,6 +181,7 @@ def test_bad_input_gets_a_clear_error(x, y, error, match):
         (dict(image_shape=(1, 8, 8), depth=0), "depth"),
         (dict(image_shape=(1, 8, 8), num_classes=-1), "num_classes"),
         (dict(image_shape=(1, 8, 8), levels=1), "levels"),
+        (dict(image_shape=(1, 8, 8), coupling="additive"), "coupling"),
     ],
 )
 def test_bad_configuration_gets_a_clear_error(kwargs, match):

@@ -14,6 +14,7 @@ from flowaug.flows.layers import (
     GaussianPrior,
     InvConv1x1,
     LogitTransform,
+    SplineImageCoupling,
     Split,
     Squeeze,
 )
@@ -30,6 +31,9 @@ LAYERS = [
     ("coupling-image-cond", lambda: AffineCoupling(4, 8, COND_DIM), (4, 2, 2), True),
     ("coupling-odd-channels", lambda: AffineCoupling(3, 8, COND_DIM), (3, 2, 2), True),
     ("coupling-vector-cond", lambda: AffineCoupling(5, 8, COND_DIM, spatial=False), (5,), True),
+    ("spline-image-cond", lambda: SplineImageCoupling(4, 8, COND_DIM), (4, 2, 2), True),
+    ("spline-vector", lambda: SplineImageCoupling(3, 8, spatial=False), (3,), False),
+    ("flowstep-spline", lambda: FlowStep(4, 8, COND_DIM, coupling="spline"), (4, 2, 2), True),
     ("squeeze", lambda: Squeeze(), (2, 4, 4), False),
     ("split-cond", lambda: Split(4, 8, COND_DIM), (4, 2, 2), True),
     ("split-vector", lambda: Split(4, 8, spatial=False), (4,), False),

@@ -48,6 +48,9 @@ class Glow(ConditionalFlow):
         logit_alpha: margin of the logit preprocessing.
         levels: intensity levels of the integer images the model is for (256 for 8-bit images,
             17 for scikit-learn's digits); used to dequantize, quantize and report bits/dim.
+        coupling: ``"affine"`` (Glow's) or ``"spline"`` (rational-quadratic splines, more
+            flexible per layer).
+        bins: spline bins when ``coupling="spline"``.
 
     Example:
         >>> model = Glow((1, 8, 8), num_classes=10)
@@ -73,6 +76,8 @@ class Glow(ConditionalFlow):
         clamp: float = 2.0,
         logit_alpha: float = 0.05,
         levels: int = 256,
+        coupling: str = "affine",
+        bins: int = 8,
     ):
         super().__init__()
         if len(image_shape) != 3 or any(int(s) <= 0 for s in image_shape):
@@ -105,6 +110,8 @@ class Glow(ConditionalFlow):
             clamp=clamp,
             logit_alpha=logit_alpha,
             levels=check_levels(levels),
+            coupling=coupling,
+            bins=bins,
         )
         cond = cond_dim if num_classes else 0
         self.embedding = nn.Embedding(num_classes, cond_dim) if num_classes else None
@@ -116,7 +123,10 @@ class Glow(ConditionalFlow):
         self._latent_shapes: list[tuple[int, int, int]] = []
         for level in range(num_levels):
             c, h, w = 4 * c, h // 2, w // 2
-            steps = [FlowStep(c, hidden, cond, True, dropout, clamp) for _ in range(depth)]
+            steps = [
+                FlowStep(c, hidden, cond, True, dropout, clamp, coupling, bins)
+                for _ in range(depth)
+            ]
             self.scales.append(nn.ModuleList(steps))
             if level < num_levels - 1:
                 self.splits.append(Split(c, hidden, cond))

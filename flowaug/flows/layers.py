@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flows.base import FlowLayer
+from flowaug.flows.spline import rational_quadratic_spline
 
 __all__ = [
     "ActNorm",
     "InvConv1x1",
     "AffineCoupling",
+    "SplineImageCoupling",
     "CouplingNet",
     "Squeeze",
     "Split",
@@ -245,6 +247,63 @@ class AffineCoupling(FlowLayer):
         return f"split_at={self.split_at}, clamp={self.clamp}"
 
 
+class SplineImageCoupling(FlowLayer):
+    """Rational-quadratic spline coupling: the first half of the channels sets, per pixel, a
+    monotonic spline on ``[-bound, bound]`` (identity outside) for each channel of the second.
+
+    More flexible than an affine coupling per layer (Durkan et al., 2019,
+    https://arxiv.org/abs/1906.04032); a zero network output is the identity.
+
+    Arguments:
+        channels: channels ``C >= 2`` of inputs ``[B, C, H, W]`` (or ``[B, C]``).
+        hidden: width of the coupling network.
+        cond_dim: size of the class embedding (0 for unconditional).
+        spatial: images (``True``) or vectors (``False``).
+        dropout: dropout inside the coupling network.
+        bins: spline bins ``K``.
+        bound: half-width of the spline's interval.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int = 64,
+        cond_dim: int = 0,
+        spatial: bool = True,
+        dropout: float = 0.0,
+        bins: int = 8,
+        bound: float = 4.0,
+    ):
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"SplineImageCoupling needs channels >= 2 to split, got {channels}.")
+        self.split_at, self.bins, self.bound = channels // 2, bins, bound
+        self.transformed = channels - self.split_at
+        out = self.transformed * (3 * bins - 1)
+        self.net = CouplingNet(self.split_at, out, hidden, cond_dim, spatial, dropout)
+
+    def _spline(self, x_a: Tensor, x_b: Tensor, cond: Tensor | None, inverse: bool):
+        params = self.net(x_a, cond)
+        params = params.view(x_b.shape[0], self.transformed, 3 * self.bins - 1, *x_b.shape[2:])
+        params = params.movedim(2, -1)  # [B, C_b, (H, W,) 3K - 1]
+        k = self.bins
+        widths, heights, slopes = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
+        return rational_quadratic_spline(x_b, widths, heights, slopes, self.bound, inverse)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x_a, x_b = x[:, : self.split_at], x[:, self.split_at :]
+        z_b, logabsdet = self._spline(x_a, x_b, cond, inverse=False)
+        return torch.cat([x_a, z_b], dim=1), logabsdet.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        z_a, z_b = z[:, : self.split_at], z[:, self.split_at :]
+        x_b, _ = self._spline(z_a, z_b, cond, inverse=True)
+        return torch.cat([z_a, x_b], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"split_at={self.split_at}, bins={self.bins}, bound={self.bound}"
+
+
 class Squeeze(FlowLayer):
     """Space-to-depth: ``[B, C, H, W] -> [B, 4C, H/2, W/2]``; volume preserving (logdet 0)."""
 
@@ -367,10 +426,12 @@ class LogitTransform(FlowLayer):
 
 
 class FlowStep(FlowLayer):
-    """One Glow step: ActNorm -> invertible 1x1 conv -> affine coupling.
+    """One Glow step: ActNorm -> invertible 1x1 conv -> affine or spline coupling.
 
     Arguments:
         channels: channels of the input; the rest as in :class:`AffineCoupling`.
+        coupling: ``"affine"`` (:class:`AffineCoupling`) or ``"spline"``
+            (:class:`SplineImageCoupling` with ``bins`` bins).
     """
 
     def __init__(
@@ -381,15 +442,17 @@ class FlowStep(FlowLayer):
         spatial: bool = True,
         dropout: float = 0.0,
         clamp: float = 2.0,
+        coupling: str = "affine",
+        bins: int = 8,
     ):
         super().__init__()
-        self.layers = nn.ModuleList(
-            [
-                ActNorm(channels),
-                InvConv1x1(channels),
-                AffineCoupling(channels, hidden, cond_dim, spatial, dropout, clamp),
-            ]
-        )
+        if coupling == "affine":
+            couple = AffineCoupling(channels, hidden, cond_dim, spatial, dropout, clamp)
+        elif coupling == "spline":
+            couple = SplineImageCoupling(channels, hidden, cond_dim, spatial, dropout, bins)
+        else:
+            raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}.")
+        self.layers = nn.ModuleList([ActNorm(channels), InvConv1x1(channels), couple])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = x.new_zeros(x.shape[0])
