@@ -306,15 +306,17 @@ def run_one(name, budget, eval_every, seed) -> dict:
 
 def write_tables(results: list[dict], args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"command": " ".join(["python", "benchmarks/density.py", *sys.argv[1:]]),
+    command = " ".join(["python", "benchmarks/density.py", *sys.argv[1:]])
+    payload = {"command": command,
                "budget_seconds": args.budget, "threads": 1, "results": results}
     (RESULTS / "density.json").write_text(json.dumps(payload, indent=2))
     rows = sorted(results, key=lambda r: r["test_bpd"])
     lines = [
         "# Density on digits (8x8, 17 levels): test bits/dim at an equal budget",
         "",
-        f"Command: `{payload['command']}` (one CPU thread, {args.budget:.0f} s of training "
-        "per contender, validation early stopping, discrete bits/dim).",
+        f"Commands: {', '.join(sorted({'`' + r.get('command', command) + '`' for r in rows}))}"
+        f" (one CPU thread, {args.budget:.0f} s of training per contender, validation early "
+        "stopping, discrete bits/dim; each contender in its own process, one after another).",
         "",
         "| contender | test bits/dim | val bits/dim | steps | train steps/s | samples/s "
         "| parameters | peak RSS (MB) |",
@@ -356,7 +358,13 @@ def main(argv=None) -> None:
             print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results[-1]["command"] = " ".join(["python", "benchmarks/density.py", *sys.argv[1:]])
         print(f"{name}: {results[-1]['test_bpd']:.3f} bits/dim", flush=True)
+    if args.only and (RESULTS / "density.json").exists():
+        # a partial re-run replaces its own rows and keeps the others from the last full run
+        previous = json.loads((RESULTS / "density.json").read_text())["results"]
+        fresh = {r["name"] for r in results}
+        results = [r for r in previous if r["name"] not in fresh] + results
     write_tables(results, args)
 
 

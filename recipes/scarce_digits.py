@@ -1,6 +1,6 @@
 """A small CNN on k labelled digits per class, with and without FlowAugment.
 
-Run:  python recipes/scarce_digits.py [--k 5] [--steps 400] [--flow-steps 300] [--seed 0]
+Run:  python recipes/scarce_digits.py [--k 5] [--steps 300] [--flow-steps 200] [--seed 0]
       python recipes/scarce_digits.py --quick      # a few seconds: tiny flow, few steps
 
 scikit-learn's digits are split 70/30 (stratified, random_state=0); ``k`` images per class are
@@ -16,8 +16,11 @@ accuracy. The same small CNN is then trained for the same number of optimizer st
   it adds no steps);
 - ``classical + flowaug``: FlowAugment first, then RandomAffine.
 
-The script prints the test accuracy of each. One seed is noisy (a point of accuracy is five test
-images): ``benchmarks/utility.py`` runs the same comparison over several k and seeds.
+The script prints the test accuracy of each. The FlowAugment defaults (latent mode, p=0.25,
+strength=0.5, temperature=0.7) are the settings ``benchmarks/utility.py`` chose on validation
+images; one seed is noisy (a point of accuracy is five test images), and that benchmark runs
+the same comparison over several k and seeds, with its measured results in
+``benchmarks/results/utility.md`` (on digits, flowaug did not beat classical augmentation).
 """
 
 from __future__ import annotations
@@ -164,15 +167,15 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor) -> float:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=5, help="labelled images per class")
-    parser.add_argument("--steps", type=int, default=400, help="CNN optimizer steps (every arm)")
+    parser.add_argument("--steps", type=int, default=300, help="CNN optimizer steps (every arm)")
     parser.add_argument("--batch-size", type=int, default=32, help="CNN batch size")
-    parser.add_argument("--flow-steps", type=int, default=300, help="flow training steps")
+    parser.add_argument("--flow-steps", type=int, default=200, help="flow training steps")
     parser.add_argument(
         "--flow-copies", type=int, default=20, help="RandomAffine copies per image the flow sees"
     )
     parser.add_argument("--mode", choices=("latent", "resample"), default="latent")
-    parser.add_argument("--p", type=float, default=0.5, help="share of each batch replaced")
-    parser.add_argument("--strength", type=float, default=0.6, help="latent mode: 0..1")
+    parser.add_argument("--p", type=float, default=0.25, help="share of each batch replaced")
+    parser.add_argument("--strength", type=float, default=0.5, help="latent mode: 0..1")
     parser.add_argument("--temperature", type=float, default=0.7, help="latent noise scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
