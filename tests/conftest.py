@@ -13,8 +13,10 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _seed_everything():
+def _seed_and_one_thread():
+    """Every test starts seeded and on one thread, whatever the test before it changed."""
     torch.manual_seed(0)
+    torch.set_num_threads(1)
     yield
 
 
@@ -66,3 +68,15 @@ def digits_glow():
             opt.step()
     torch.set_num_threads(threads)
     return model.eval(), x, y
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An untrained, ActNorm-initialized tiny Glow ``(1, 8, 8)``, 10 classes, 17 levels, with
+    non-trivial couplings, in eval mode. Files that need another model define their own."""
+    from flowaug import Glow
+
+    torch.manual_seed(0)
+    m = perturb_zero_init(Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17), 0.2)
+    m.initialize(torch.rand(64, 1, 8, 8), torch.arange(64) % 10)
+    return m.eval()

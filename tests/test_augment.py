@@ -10,7 +10,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import perturb_zero_init
 from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -19,22 +18,6 @@ from torchvision.transforms import v2
 import flowaug.augment
 from flowaug import FlowAugment, Glow, SyntheticBank
 from flowaug.sampling import image_to_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = perturb_zero_init(Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17), 0.2)
-    m.initialize(torch.rand(64, 1, 8, 8), torch.arange(64) % 10)
-    return m.eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,12 @@ import os
 import datasets
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import flowaug
 from flowaug import cli
 from flowaug.cli import COMMANDS, build_parser, command, main
 from flowaug.data import load_sklearn, to_hf_dataset
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TINY_FIT = ["--steps", "4", "--eval-every", "2", "--batch-size", "32", "--no-progress"]
 TINY_MODEL = ["--depth", "1", "--hidden", "8"]

@@ -21,23 +21,12 @@ TABULAR = Path(__file__).resolve().parents[1] / "flowaug" / "flows" / "tabular.p
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet_datasets():
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     yield
-    torch.set_num_threads(threads)
     if was_enabled:
         datasets.enable_progress_bars()
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = perturb_zero_init(Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17), 0.2)
-    m.initialize(torch.rand(64, 1, 8, 8), torch.arange(64) % 10)
-    return m.eval()
 
 
 def digit_images(n: int, seed: int = 0) -> tuple[list[PIL.Image.Image], list[int]]:

@@ -23,14 +23,6 @@ from flowaug.metrics import (
 from flowaug.sampling import image_to_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian(n, d=5, shift=0.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=torch.float64) + shift

@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.base import clone
 from sklearn.datasets import load_iris, load_wine
 
 from flowaug.oversample import FlowOversampler, resolve_sampling_strategy
 
 FAST = dict(max_steps=10, model_kwargs=dict(depth=1, hidden=8))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight over a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def imbalanced_iris(as_frame: bool):

@@ -7,7 +7,6 @@ import pickle
 
 import pytest
 import torch
-from conftest import perturb_zero_init
 
 import flowaug.sampling
 from flowaug import Glow, SyntheticBank
@@ -24,23 +23,6 @@ from flowaug.sampling import (
     sample_per_class,
     to_codes,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model():
-    """Untrained but initialized tiny Glow with non-trivial couplings."""
-    torch.manual_seed(0)
-    m = perturb_zero_init(Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17), 0.2)
-    m.initialize(torch.rand(64, 1, 8, 8), torch.arange(64) % 10)
-    return m.eval()
 
 
 # --- conversions ------------------------------------------------------------------------------

@@ -11,15 +11,6 @@ from flowaug.flows.spline import SplineCoupling, rational_quadratic_spline
 BOUND = 3.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight over a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_params(shape, bins, scale, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     w = scale * torch.randn(*shape, bins, generator=g, dtype=dtype)

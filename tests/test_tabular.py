@@ -15,15 +15,6 @@ from flowaug.flows.base import standard_normal_log_prob
 from flowaug.flows.tabular import TabularFlow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight over a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_flow(
     features: int,
     classes: int,

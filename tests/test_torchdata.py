@@ -7,29 +7,12 @@ import pickle
 
 import pytest
 import torch
-from conftest import perturb_zero_init
 from torch.utils.data import DataLoader, TensorDataset
 
 import flowaug.torchdata
-from flowaug import Glow, SyntheticDataset
+from flowaug import SyntheticDataset
 from flowaug.sampling import image_to_model
 from flowaug.torchdata import mix_datasets
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = perturb_zero_init(Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17), 0.2)
-    m.initialize(torch.rand(64, 1, 8, 8), torch.arange(64) % 10)
-    return m.eval()
 
 
 def test_layout_and_labels(model):

@@ -285,7 +285,8 @@ class SplineImageCoupling(FlowLayer):
     def _spline(self, x_a: Tensor, x_b: Tensor, cond: Tensor | None, inverse: bool):
         params = self.net(x_a, cond)
         params = params.view(x_b.shape[0], self.transformed, 3 * self.bins - 1, *x_b.shape[2:])
-        params = params.movedim(2, -1)  # [B, C_b, (H, W,) 3K - 1]
+        # contiguous: softmax and gather along a strided last dim are several times slower
+        params = params.movedim(2, -1).contiguous()  # [B, C_b, (H, W,) 3K - 1]
         k = self.bins
         widths, heights, slopes = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
         return rational_quadratic_spline(x_b, widths, heights, slopes, self.bound, inverse)

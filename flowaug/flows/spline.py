@@ -32,13 +32,19 @@ _MIN_SLOPE = 1e-3
 _SLOPE_SHIFT = math.log(math.expm1(1.0 - _MIN_SLOPE))
 
 
+def _softmax_last(raw: Tensor) -> Tensor:
+    """Softmax over the last dim; torch's CPU kernel is about 3x slower for a handful of bins."""
+    e = (raw - raw.amax(dim=-1, keepdim=True)).exp()
+    return e * e.sum(dim=-1, keepdim=True).reciprocal()
+
+
 def _knots(raw: Tensor, bound: float, minimum: float) -> tuple[Tensor, Tensor]:
     """Unnormalized bin sizes ``[..., K]`` -> knots ``[..., K + 1]`` and bin sizes ``[..., K]``.
 
     The knots span ``[-bound, bound]`` exactly; every bin is at least ``minimum * 2 * bound``.
     """
     bins = raw.shape[-1]
-    sizes = minimum + (1 - minimum * bins) * torch.softmax(raw, dim=-1)
+    sizes = minimum + (1 - minimum * bins) * _softmax_last(raw)
     inner = torch.cumsum(sizes, dim=-1)[..., :-1] * (2 * bound) - bound
     # the ends are set, not summed, so rounding never leaves a gap at +-bound
     end = torch.full_like(raw[..., :1], bound)
