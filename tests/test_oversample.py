@@ -202,8 +202,8 @@ def test_validation_chooses_between_trained_and_initialized_flow() -> None:
     assert blind.selected_ == "trained" and blind.history_.steps == FAST["max_steps"]
 
 
-@pytest.mark.slow
 def test_oversampling_helps_a_classifier_on_imbalanced_wine() -> None:
+    """The mission on tables: a few seconds, so in the default selection."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import train_test_split
