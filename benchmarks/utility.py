@@ -68,7 +68,11 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "recipes"))
+
+from scarce_digits import SmallCNN  # noqa: E402  (the recipe's CNN: the same one is measured)
 
 import flowaug  # noqa: E402
 from flowaug import FlowAugment, FlowTrainer, Glow, TrainConfig  # noqa: E402
@@ -281,29 +285,6 @@ def chain(*augments: BatchAugment) -> BatchAugment:
 
 
 # --- the classifier ---------------------------------------------------------------------------
-class SmallCNN(nn.Module):
-    """``[B, 1, 8, 8]`` in ``[0, 1]`` -> logits ``[B, 10]``."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Dropout(0.25),
-            nn.Linear(32 * 4 * 4, 64),
-            nn.ReLU(),
-            nn.Dropout(0.25),
-            nn.Linear(64, NUM_CLASSES),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 def train_cnn(
     x01: Tensor,
     y: Tensor,

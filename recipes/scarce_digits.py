@@ -1,6 +1,6 @@
 """A small CNN on k labelled digits per class, with and without FlowAugment.
 
-Run:  python recipes/scarce_digits.py [--k 5] [--steps 300] [--flow-steps 200] [--seed 0]
+Run:  python recipes/scarce_digits.py [--k 5] [--steps 1500] [--flow-steps 200] [--seed 0]
       python recipes/scarce_digits.py --quick      # a few seconds: tiny flow, few steps
 
 scikit-learn's digits are split 70/30 (stratified, random_state=0); ``k`` images per class are
@@ -20,7 +20,9 @@ The script prints the test accuracy of each. The FlowAugment defaults (latent mo
 strength=0.5, temperature=0.7) are the settings ``benchmarks/utility.py`` chose on validation
 images; one seed is noisy (a point of accuracy is five test images), and that benchmark runs
 the same comparison over several k and seeds, with its measured results in
-``benchmarks/results/utility.md`` (on digits, flowaug did not beat classical augmentation).
+``benchmarks/results/utility.md``: on digits, classical + flowaug beat classical augmentation by
+0.9 points at k=5 (4 of 5 seeds) and tied it at k=10 and 20; flowaug alone is no substitute for
+classical augmentation.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor) -> float:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=5, help="labelled images per class")
-    parser.add_argument("--steps", type=int, default=300, help="CNN optimizer steps (every arm)")
+    parser.add_argument("--steps", type=int, default=1500, help="CNN optimizer steps (every arm)")
     parser.add_argument("--batch-size", type=int, default=32, help="CNN batch size")
     parser.add_argument("--flow-steps", type=int, default=200, help="flow training steps")
     parser.add_argument(
