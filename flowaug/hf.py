@@ -7,6 +7,9 @@
 - :func:`synthetic_iterable_dataset` / :func:`interleave_synthetic`: an endless (or finite)
   ``IterableDataset`` of synthetic rows to interleave with streamed real data.
 
+For synthetic sets too large for one process, :mod:`flowaug.shards` writes Parquet shards from
+every process of a launch and reads them back as one ``datasets.Dataset``.
+
 Images follow torchvision's conventions: ``Image`` columns hold 8-bit PIL images, uint8 arrays
 hold ``0..255``, float arrays hold ``[0, 1]``. Tabular datasets work when the model has a
 ``sample_frame`` method (:class:`flowaug.TabularFlow`).

@@ -29,5 +29,6 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
     assert namespace["augmented"].num_rows == 150
+    assert namespace["synthetic"].num_rows == 300
     assert namespace["samples"].shape == (4, 1, 8, 8)
     assert (tmp_path / "digits-flow" / "model.safetensors").exists()

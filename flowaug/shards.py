@@ -1,0 +1,245 @@
+"""Large synthetic image sets, generated across processes and written as Parquet shards.
+
+:func:`write_synthetic_shards` cuts the requested rows into shards of at most
+``rows_per_shard`` rows, each with its own seed, and writes the shards of this process
+(``shard % num_processes == process_index``) as ``shard-NNNNN.parquet`` files; under
+``accelerate launch`` or ``torchrun`` every rank finds its index by itself. The rows of a shard
+depend only on the model, the request and the shard's index, so the union is the same for 1 or
+8 processes, and a rerun after a crash writes only the shards that are missing (each file is
+written under a temporary name and renamed when complete). :func:`load_synthetic_shards` reads
+the finished set back as one ``datasets.Dataset`` with the reference dataset's ``Features`` and
+``is_synthetic=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from datasets import Features, Value
+
+from flowaug.flows.base import ConditionalFlow
+from flowaug.hf import (
+    SYNTHETIC_COLUMN,
+    _check_column,
+    _check_dataset,
+    _first_value,
+    _ImageCodec,
+    _ImageJob,
+    _label_info,
+    _model_digest,
+)
+from flowaug.sampling import _check_model, _check_temperature, class_counts, derive_seed
+
+__all__ = ["load_synthetic_shards", "plan_shards", "write_synthetic_shards"]
+
+MANIFEST = "flowaug_shards.json"
+_FORMAT = 1
+
+
+def plan_shards(counts: Mapping[int, int], rows_per_shard: int) -> list[dict[int, int]]:
+    """Cut ``{class: rows}`` into shards of at most ``rows_per_shard`` rows, in class order.
+
+    Example:
+        >>> plan_shards({0: 3, 1: 2}, rows_per_shard=2)
+        [{0: 2}, {0: 1, 1: 1}, {1: 1}]
+    """
+    if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, int):
+        raise TypeError(f"rows_per_shard must be an int, got {rows_per_shard!r}.")
+    if rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}.")
+    shards: list[dict[int, int]] = []
+    current: dict[int, int] = {}
+    room = rows_per_shard
+    for cls in sorted(counts):
+        left = int(counts[cls])
+        while left > 0:
+            take = min(left, room)
+            current[cls] = current.get(cls, 0) + take
+            left, room = left - take, room - take
+            if room == 0:
+                shards.append(current)
+                current, room = {}, rows_per_shard
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _shard_path(out_dir: Path, index: int) -> Path:
+    return out_dir / f"shard-{index:05d}.parquet"
+
+
+def _process_layout(process_index: int | None, num_processes: int | None) -> tuple[int, int]:
+    if process_index is None and num_processes is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        from accelerate import PartialState
+
+        # without cpu=True, a rank of a multi-process CPU launch runs as a lone process
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return state.process_index, state.num_processes
+    if process_index is None or num_processes is None:
+        raise ValueError(
+            "pass both process_index and num_processes, or neither (then they come from "
+            f"accelerate); got process_index={process_index}, num_processes={num_processes}."
+        )
+    if num_processes < 1 or not 0 <= process_index < num_processes:
+        raise ValueError(
+            f"process_index must be in [0, num_processes), got process_index={process_index}, "
+            f"num_processes={num_processes}."
+        )
+    return int(process_index), int(num_processes)
+
+
+def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest, or check that the one there describes the same request."""
+    path = out_dir / MANIFEST
+    manifest = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
+    if path.exists():
+        existing = json.loads(path.read_text())
+        if existing != manifest:
+            changed = sorted(k for k in manifest if existing.get(k) != manifest[k])
+            raise ValueError(
+                f"{out_dir} holds shards of a different request (differs in {changed}); write to "
+                "a new directory, or delete this one to start over."
+            )
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)  # atomic: concurrent ranks write identical content
+
+
+def write_synthetic_shards(
+    ds: datasets.Dataset,
+    model: ConditionalFlow,
+    out_dir: str | os.PathLike,
+    n_per_class: int | Mapping[int, int] | Sequence[int],
+    image_column: str = "image",
+    label_column: str = "label",
+    seed: int = 0,
+    temperature: float = 0.8,
+    batch_size: int = 256,
+    filter_threshold: float | None = None,
+    rows_per_shard: int = 10_000,
+    process_index: int | None = None,
+    num_processes: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Generate synthetic rows like ``ds``'s and write this process's shards to ``out_dir``.
+
+    Args:
+        ds: reference dataset: its ``Features`` (and first image, for the layout) are copied.
+        model: a trained class-conditional image flow; it samples on its own device, so move it
+            to the process's device first (``model.to(accelerator.device)``).
+        out_dir: directory of the shards and their manifest (created).
+        n_per_class: rows per class: an int, ``{class: n}`` or a list.
+        image_column, label_column: the columns, as in :func:`flowaug.hf.augment_dataset`.
+        seed: seed of the whole set; shard ``i`` uses ``derive_seed(seed, i)``.
+        temperature, batch_size, filter_threshold: as in :func:`flowaug.hf.augment_dataset`.
+        rows_per_shard: rows per Parquet file (the unit of work and of resumption).
+        process_index, num_processes: this process's share; default: from
+            ``accelerate.PartialState`` (1 process outside a launcher).
+        progress: a progress bar over this process's shards on process 0.
+
+    Returns:
+        The shard files of this process (written now or found complete from an earlier run).
+
+    Example:
+        >>> write_synthetic_shards(ds, model, "synthetic", n_per_class=10_000)  # doctest: +SKIP
+        >>> load_synthetic_shards("synthetic").num_rows  # doctest: +SKIP
+        100000
+    """
+    from tqdm.auto import tqdm
+
+    ds = _check_dataset(ds).with_format(None)
+    model = _check_model(model)
+    if hasattr(model, "sample_frame") or len(model.event_shape) != 3:
+        raise ValueError(
+            "write_synthetic_shards is for image models; for tables, "
+            "flowaug.hf.augment_dataset or TabularFlow.sample_frame generate millions of rows "
+            "in one process."
+        )
+    _check_column(ds.features, image_column, "image_column")
+    _check_column(ds.features, label_column, "label_column")
+    _label_info(ds.features, label_column, model.num_classes)
+    rank, world = _process_layout(process_index, num_processes)
+    counts = class_counts(n_per_class, model.num_classes)
+    plan = plan_shards(counts, rows_per_shard)
+    base = {k: v for k, v in ds.features.items() if k != SYNTHETIC_COLUMN}
+    features = Features({**base, SYNTHETIC_COLUMN: Value("bool")})
+    codec = _ImageCodec(
+        ds.features[image_column], _first_value(ds, image_column), model.event_shape, image_column
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": _FORMAT,
+        "model": _model_digest(model),
+        "features": features.to_dict(),
+        "image_column": image_column,
+        "label_column": label_column,
+        "seed": int(seed),
+        "temperature": _check_temperature(temperature),
+        "filter_threshold": filter_threshold,
+        "shards": [{str(c): n for c, n in shard.items()} for shard in plan],
+    }
+    _write_manifest(out, manifest)
+
+    mine = [i for i in range(len(plan)) if i % world == rank]
+    bar = tqdm(mine, desc=f"flowaug: shards (process {rank})", disable=not progress or rank != 0)
+    for index in bar:
+        path = _shard_path(out, index)
+        if path.exists():
+            continue  # complete: files only appear under their final name when fully written
+        job = _ImageJob(
+            model,
+            plan[index],
+            codec,
+            features,
+            image_column,
+            label_column,
+            temperature=manifest["temperature"],
+            batch_size=int(batch_size),
+            filter_threshold=filter_threshold,
+        )
+        rows = list(job.rows(derive_seed(int(seed), index), progress=False))
+        shard = datasets.Dataset.from_list(rows, features=features)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shard.to_parquet(str(tmp))
+        os.replace(tmp, path)
+    return [_shard_path(out, i) for i in mine]
+
+
+def load_synthetic_shards(out_dir: str | os.PathLike) -> datasets.Dataset:
+    """Read a complete shard directory back as one ``datasets.Dataset`` (shard order).
+
+    Raises ``FileNotFoundError`` naming the missing shards when a run has not finished.
+    """
+    out = Path(out_dir)
+    path = out / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{out} has no {MANIFEST}; it is not a directory written by write_synthetic_shards."
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != _FORMAT:
+        raise ValueError(
+            f"{path} has format {manifest.get('format')!r}; this flowaug reads format {_FORMAT}."
+        )
+    files = [_shard_path(out, i) for i in range(len(manifest["shards"]))]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(files)} shards are missing in {out} ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}); run write_synthetic_shards again with the "
+            "same arguments to finish them."
+        )
+    features = Features.from_dict(manifest["features"])
+    if not files:
+        return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    return datasets.Dataset.from_parquet([str(f) for f in files], features=features)
