@@ -80,3 +80,15 @@ def model():
     m = perturb_zero_init(Glow((1, 8, 8), 10, depth=2, hidden=16, levels=17), 0.2)
     m.initialize(torch.rand(64, 1, 8, 8), torch.arange(64) % 10)
     return m.eval()
+
+
+@pytest.fixture(scope="module")
+def quiet_datasets():
+    """No datasets progress bars for a module (``pytestmark = usefixtures(...)``)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    yield
+    if was_enabled:
+        datasets.enable_progress_bars()

@@ -20,13 +20,7 @@ from flowaug.sampling import image_to_model
 TABULAR = Path(__file__).resolve().parents[1] / "flowaug" / "flows" / "tabular.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_datasets():
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:
-        datasets.enable_progress_bars()
+pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
 
 def digit_images(n: int, seed: int = 0) -> tuple[list[PIL.Image.Image], list[int]]:

@@ -17,13 +17,7 @@ from flowaug.shards import MANIFEST, load_synthetic_shards, plan_shards, write_s
 NAMES = [str(d) for d in range(10)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_datasets():
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:
-        datasets.enable_progress_bars()
+pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
 
 def reference(kind: str) -> datasets.Dataset:
