@@ -33,6 +33,7 @@ from flowaug.hf import (
     _ImageJob,
     _label_info,
     _model_digest,
+    _progress_bars,
 )
 from flowaug.sampling import _check_model, _check_temperature, class_counts, derive_seed
 
@@ -210,15 +211,17 @@ def write_synthetic_shards(
         rows = list(job.rows(derive_seed(int(seed), index), progress=False))
         shard = datasets.Dataset.from_list(rows, features=features)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        shard.to_parquet(str(tmp))
+        with _progress_bars(False):
+            shard.to_parquet(str(tmp))
         os.replace(tmp, path)
     return [_shard_path(out, i) for i in mine]
 
 
-def load_synthetic_shards(out_dir: str | os.PathLike) -> datasets.Dataset:
+def load_synthetic_shards(out_dir: str | os.PathLike, progress: bool = True) -> datasets.Dataset:
     """Read a complete shard directory back as one ``datasets.Dataset`` (shard order).
 
-    Raises ``FileNotFoundError`` naming the missing shards when a run has not finished.
+    Raises ``FileNotFoundError`` naming the missing shards when a run has not finished;
+    ``progress`` shows datasets' progress bar while it reads the files.
     """
     out = Path(out_dir)
     path = out / MANIFEST
@@ -242,4 +245,5 @@ def load_synthetic_shards(out_dir: str | os.PathLike) -> datasets.Dataset:
     features = Features.from_dict(manifest["features"])
     if not files:
         return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-    return datasets.Dataset.from_parquet([str(f) for f in files], features=features)
+    with _progress_bars(progress):
+        return datasets.Dataset.from_parquet([str(f) for f in files], features=features)

@@ -25,11 +25,11 @@ def test_top_level_help_lists_the_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in ("quickstart", "fit", "sample", "augment", "evaluate"):
+    for name in ("quickstart", "fit", "sample", "augment", "generate", "evaluate"):
         assert name in out
 
 
-@pytest.mark.parametrize("name", ["quickstart", "fit", "sample", "augment", "evaluate"])
+@pytest.mark.parametrize("name", ["quickstart", "fit", "sample", "augment", "generate", "evaluate"])
 def test_each_subcommand_has_help(capsys, name):
     with pytest.raises(SystemExit) as exit_info:
         main([name, "--help"])
@@ -237,3 +237,29 @@ def test_evaluate_a_tabular_model(tmp_path, capsys):
     assert report["bits_per_dim_kind"] == "continuous" and report["n_rows"] == 150
     assert report["memorization"]["dim"] == 4 and report["memorization"]["n_synthetic"] == 15
     assert np.isfinite(report["bits_per_dim"])
+
+
+def test_generate_writes_shards_and_a_rerun_writes_nothing(
+    tmp_path, capsys, digits_model, small_digits
+):
+    from flowaug.shards import load_synthetic_shards
+
+    out = tmp_path / "synthetic"
+    argv = ["generate", str(digits_model), "--like", str(small_digits), "--out", str(out)]
+    argv += ["--n-per-class", "7", "--rows-per-shard", "20", "--seed", "1", "--no-progress"]
+    assert main(argv) == 0
+    assert "70 synthetic rows in Parquet shards" in capsys.readouterr().out
+    synthetic = load_synthetic_shards(out)
+    real = datasets.load_from_disk(str(small_digits))
+    assert synthetic.features == datasets.Features(
+        {**real.features, "is_synthetic": datasets.Value("bool")}
+    )
+    assert synthetic["label"] == [c for c in range(10) for _ in range(7)]
+    shards = sorted(out.glob("shard-*.parquet"))
+    assert len(shards) == 4
+    stamps = [f.stat().st_mtime_ns for f in shards]
+    assert main(argv) == 0
+    assert [f.stat().st_mtime_ns for f in shards] == stamps
+    # another request into the same folder is refused, with the reason
+    assert main([*argv[:-2], "2", "--no-progress"]) == 1
+    assert "different request" in capsys.readouterr().err
