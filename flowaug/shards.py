@@ -144,7 +144,8 @@ def write_synthetic_shards(
         temperature, batch_size, filter_threshold: as in :func:`flowaug.hf.augment_dataset`.
         rows_per_shard: rows per Parquet file (the unit of work and of resumption).
         process_index, num_processes: this process's share; default: from
-            ``accelerate.PartialState`` (1 process outside a launcher).
+            ``torch.distributed`` when initialized, else ``accelerate.PartialState`` (1 process
+            outside a launcher).
         progress: a progress bar over this process's shards on process 0.
 
     Returns:
@@ -187,6 +188,7 @@ def write_synthetic_shards(
         "seed": int(seed),
         "temperature": _check_temperature(temperature),
         "filter_threshold": filter_threshold,
+        "batch_size": int(batch_size),  # the draws depend on how they are batched
         "shards": [{str(c): n for c, n in shard.items()} for shard in plan],
     }
     _write_manifest(out, manifest)
@@ -205,7 +207,7 @@ def write_synthetic_shards(
             image_column,
             label_column,
             temperature=manifest["temperature"],
-            batch_size=int(batch_size),
+            batch_size=manifest["batch_size"],
             filter_threshold=filter_threshold,
         )
         rows = list(job.rows(derive_seed(int(seed), index), progress=False))
