@@ -478,6 +478,20 @@ def _add_column_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", metavar="NAME", help="label column; unset: found by type")
 
 
+def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--temperature", type=float, default=0.8, metavar="T", help="scale of the latent noise"
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the synthetic rows")
+    p.add_argument(
+        "--filter-threshold",
+        type=float,
+        metavar="P",
+        help="keep only samples the flow assigns to their class with at least this posterior",
+    )
+    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per pass")
+
+
 def _augment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="folder written by `flowaug fit`")
     p.add_argument("--data", required=True, metavar="SPEC", help=_DATA_HELP)
@@ -490,17 +504,7 @@ def _augment_arguments(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="synthetic rows per real row, per class; 1 when neither option is given",
     )
-    p.add_argument(
-        "--temperature", type=float, default=0.8, metavar="T", help="scale of the latent noise"
-    )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the synthetic rows")
-    p.add_argument(
-        "--filter-threshold",
-        type=float,
-        metavar="P",
-        help="keep only samples the flow assigns to their class with at least this posterior",
-    )
-    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per pass")
+    _add_sampling_arguments(p)
     _add_column_arguments(p)
     p.add_argument("--cache-dir", metavar="DIR", help="datasets cache for the synthetic rows")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -599,17 +603,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rows-per-shard", type=int, default=10_000, metavar="R", help="rows per Parquet file"
     )
-    p.add_argument(
-        "--temperature", type=float, default=0.8, metavar="T", help="scale of the latent noise"
-    )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the whole set")
-    p.add_argument(
-        "--filter-threshold",
-        type=float,
-        metavar="P",
-        help="keep only samples the flow assigns to their class with at least this posterior",
-    )
-    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per pass")
+    _add_sampling_arguments(p)
     _add_column_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
