@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -144,7 +145,6 @@ def test_torch_dataset_with_mixed_sizes_is_refused():
 
 
 def _hf_image_dataset():
-    datasets = pytest.importorskip("datasets")
     images = _uint8_images(n=4)
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])}
@@ -164,7 +164,6 @@ def test_hf_dataset_with_image_feature_and_class_label():
 
 
 def test_hf_dataset_with_array_column_and_tabular_columns():
-    datasets = pytest.importorskip("datasets")
     images = _uint8_images(n=4)
     ds = datasets.Dataset.from_dict({"pixels": images[:, 0].tolist(), "label": [0, 1, 0, 1]})
     data = as_flow_data(ds, image_column="pixels", levels=256)
@@ -178,7 +177,6 @@ def test_hf_dataset_with_array_column_and_tabular_columns():
 
 def test_load_data_reads_saved_hf_datasets(tmp_path):
     ds, images = _hf_image_dataset()
-    datasets = pytest.importorskip("datasets")
     datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "dd"))
     data = load_data(tmp_path / "dd")
     assert torch.equal(data.x, torch.from_numpy(images)) and data.class_names == ["cat", "dog"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -16,9 +15,6 @@ from torch.utils.data import DataLoader
 
 from flowaug import Glow, hf
 from flowaug.sampling import image_to_model
-
-TABULAR = Path(__file__).resolve().parents[1] / "flowaug" / "flows" / "tabular.py"
-
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
@@ -330,7 +326,6 @@ def test_stream_errors(model):
 
 
 # --- tabular ----------------------------------------------------------------------------------
-@pytest.mark.skipif(not TABULAR.exists(), reason="flowaug/flows/tabular.py (TabularFlow) absent")
 def test_tabular_dataset(tmp_path):
     import pandas as pd
 

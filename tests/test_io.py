@@ -191,8 +191,10 @@ def test_map_location_and_class_names_default_from_model(tmp_path):
 
 
 def test_tabular_flow_round_trip(tmp_path):
-    tabular = pytest.importorskip("flowaug.flows.tabular")
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
+    from flowaug.flows import tabular
+
     df = pd.DataFrame(
         {
             "a": [0.1, 0.5, 0.3, 0.9, 0.7, 0.2],

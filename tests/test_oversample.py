@@ -178,7 +178,7 @@ def test_estimator_api_and_pipeline() -> None:
     twin = clone(sampler)
     assert twin.get_params()["temperature"] == 0.5 and twin is not sampler
     assert twin.set_params(max_steps=5).max_steps == 5
-    imblearn = pytest.importorskip("imblearn")
+    import imblearn.pipeline
     from sklearn.linear_model import LogisticRegression
 
     X, y = imbalanced_iris(as_frame=False)

@@ -224,7 +224,6 @@ def test_config_is_json_and_rebuilds_the_model(frame_model) -> None:
 
 
 def test_save_and_load_restore_encoders(frame_model, tmp_path) -> None:
-    pytest.importorskip("flowaug.io")
     _, model = frame_model
     model.save_pretrained(tmp_path / "m")
     loaded = TabularFlow.from_pretrained(tmp_path / "m")

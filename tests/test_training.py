@@ -281,7 +281,6 @@ def test_fit_returns_a_trained_named_model(digits):
 
 
 def test_fit_on_a_data_frame_uses_the_tabular_flow():
-    pytest.importorskip("flowaug.flows.tabular")
     from sklearn.datasets import load_iris
 
     frame = load_iris(as_frame=True).frame
