@@ -19,7 +19,7 @@ a model's ``config.json``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,49 @@ def _sorted_values(values: Iterable[Any]) -> list[Any]:
         return sorted(values)
     except TypeError:  # mixed types: keep order of appearance
         return values
+
+
+def _observed_categories(s: pd.Series, name: Any) -> tuple[list[Any], list[Any] | None, bool]:
+    """The values ``s`` holds (category order for a ``category`` dtype, else sorted), and the
+    full categories and ordering of a ``category`` dtype (``None, False`` otherwise)."""
+    observed = set(pd.unique(s))
+    dtype_categories, ordered = None, False
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        dtype_categories = [_native(c, name) for c in s.dtype.categories]
+        ordered = bool(s.dtype.ordered)
+        values = [c for c in s.dtype.categories if c in observed]
+    else:
+        values = _sorted_values(observed)
+    return [_native(c, name) for c in values], dtype_categories, ordered
+
+
+def _lookup_codes(
+    s: pd.Series, name: Any, index: dict[Any, int], unseen_error: Callable[[str], str]
+) -> np.ndarray:
+    """Values -> int64 codes ``[N]`` through ``index``; unseen values raise
+    ``ValueError(unseen_error(first five unseen, comma-separated))``."""
+    values = [_native(v, name) for v in s.tolist()]
+    unseen = sorted({repr(v) for v in values if v not in index})
+    if unseen:
+        raise ValueError(unseen_error(", ".join(unseen[:5])))
+    return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+
+
+def _category_series(
+    values: Sequence[Any],
+    name: Any,
+    dtype: str,
+    dtype_categories: Sequence[Any] | None,
+    ordered: bool,
+) -> pd.Series:
+    """Decoded values as a Series of the original dtype (rebuilding a ``category`` dtype)."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = list(values)
+    if dtype == "category":
+        return pd.Series(column, name=name).astype(
+            pd.CategoricalDtype(dtype_categories, ordered=ordered)
+        )
+    return pd.Series(column, name=name).astype(dtype)
 
 
 class ColumnEncoder:
@@ -264,27 +307,18 @@ class CategoricalColumn(ColumnEncoder):
 
     @classmethod
     def fit(cls, s: pd.Series, fill: Any = None) -> CategoricalColumn:
-        observed = set(pd.unique(s))
-        dtype_categories, ordered = None, False
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            dtype_categories = [_native(c, s.name) for c in s.dtype.categories]
-            ordered = bool(s.dtype.ordered)
-            categories = [c for c in s.dtype.categories if c in observed]
-        else:
-            categories = _sorted_values(observed)
-        categories = [_native(c, s.name) for c in categories]
+        categories, dtype_categories, ordered = _observed_categories(s, s.name)
         return cls(s.name, str(s.dtype), categories, dtype_categories, ordered, fill)
 
     def codes(self, s: pd.Series) -> np.ndarray:
         """Column -> int64 codes ``[N]``; unseen values are an error."""
-        values = [_native(v, self.name) for v in s.tolist()]
-        unseen = sorted({repr(v) for v in values if v not in self._index})
-        if unseen:
-            raise ValueError(
-                f"column {self.name!r} holds values not seen when the encoder was fitted: "
-                f"{', '.join(unseen[:5])}; known categories: {self.categories}."
-            )
-        return np.fromiter((self._index[v] for v in values), dtype=np.int64, count=len(values))
+        return _lookup_codes(
+            s,
+            self.name,
+            self._index,
+            lambda unseen: f"column {self.name!r} holds values not seen when the encoder was "
+            f"fitted: {unseen}; known categories: {self.categories}.",
+        )
 
     def cells(self, s: pd.Series) -> np.ndarray:
         codes = self.codes(s)
@@ -297,12 +331,10 @@ class CategoricalColumn(ColumnEncoder):
             codes = np.clip(np.floor(v[:, 0]), 0, 1).astype(np.int64)
         else:
             codes = v.argmax(axis=1)
-        values = np.empty(len(codes), dtype=object)
-        values[:] = [self.categories[i] for i in codes]
-        if self.dtype == "category":
-            dtype = pd.CategoricalDtype(self.dtype_categories, ordered=self.ordered)
-            return pd.Series(values, name=self.name).astype(dtype)
-        return self._series(values)
+        values = [self.categories[i] for i in codes]
+        return _category_series(
+            values, self.name, self.dtype, self.dtype_categories, self.ordered
+        )
 
     def to_config(self) -> dict[str, Any]:
         return super().to_config() | {
@@ -450,26 +482,18 @@ class LabelEncoder:
                 f"label column {name!r} has {int(s.isna().sum())} missing value(s); drop those "
                 "rows first."
             )
-        observed = set(pd.unique(s))
-        cats, ordered = None, False
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            cats = [_native(c, name) for c in s.dtype.categories]
-            ordered = bool(s.dtype.ordered)
-            classes = [c for c in s.dtype.categories if c in observed]
-        else:
-            classes = _sorted_values(observed)
-        return cls(name, str(s.dtype), [_native(c, name) for c in classes], cats, ordered)
+        classes, dtype_categories, ordered = _observed_categories(s, name)
+        return cls(name, str(s.dtype), classes, dtype_categories, ordered)
 
     def encode(self, s: pd.Series) -> np.ndarray:
         """Label values -> int64 class indices ``[N]``."""
-        values = [_native(v, self.name) for v in s.tolist()]
-        unknown = sorted({repr(v) for v in values if v not in self._index})
-        if unknown:
-            raise ValueError(
-                f"label column {self.name!r} holds classes the model does not know: "
-                f"{', '.join(unknown[:5])}; known classes: {self.classes}."
-            )
-        return np.fromiter((self._index[v] for v in values), dtype=np.int64, count=len(values))
+        return _lookup_codes(
+            s,
+            self.name,
+            self._index,
+            lambda unknown: f"label column {self.name!r} holds classes the model does not "
+            f"know: {unknown}; known classes: {self.classes}.",
+        )
 
     def index(self, value: Any) -> int:
         """Class index of one label value."""
@@ -480,12 +504,8 @@ class LabelEncoder:
 
     def decode(self, idx: np.ndarray) -> pd.Series:
         """Class indices ``[N]`` -> label Series of the original dtype."""
-        values = np.empty(len(idx), dtype=object)
-        values[:] = [self.classes[int(i)] for i in idx]
-        if self.dtype == "category":
-            dtype = pd.CategoricalDtype(self.dtype_categories, ordered=self.ordered)
-            return pd.Series(values, name=self.name).astype(dtype)
-        return pd.Series(values, name=self.name).astype(self.dtype)
+        values = [self.classes[int(i)] for i in idx]
+        return _category_series(values, self.name, self.dtype, self.dtype_categories, self.ordered)
 
     def to_config(self) -> dict[str, Any]:
         return {
