@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flows.base import FlowLayer
-from flowaug.flows.spline import rational_quadratic_spline
+from flowaug.flows.spline import SplineCouplingBase
 
 __all__ = [
     "ActNorm",
@@ -247,7 +247,7 @@ class AffineCoupling(FlowLayer):
         return f"split_at={self.split_at}, clamp={self.clamp}"
 
 
-class SplineImageCoupling(FlowLayer):
+class SplineImageCoupling(SplineCouplingBase):
     """Rational-quadratic spline coupling: the first half of the channels sets, per pixel, a
     monotonic spline on ``[-bound, bound]`` (identity outside) for each channel of the second.
 
@@ -277,32 +277,8 @@ class SplineImageCoupling(FlowLayer):
         super().__init__()
         if channels < 2:
             raise ValueError(f"SplineImageCoupling needs channels >= 2 to split, got {channels}.")
-        self.split_at, self.bins, self.bound = channels // 2, bins, bound
-        self.transformed = channels - self.split_at
-        out = self.transformed * (3 * bins - 1)
+        out = self._setup(channels, bins, bound)
         self.net = CouplingNet(self.split_at, out, hidden, cond_dim, spatial, dropout)
-
-    def _spline(self, x_a: Tensor, x_b: Tensor, cond: Tensor | None, inverse: bool):
-        params = self.net(x_a, cond)
-        params = params.view(x_b.shape[0], self.transformed, 3 * self.bins - 1, *x_b.shape[2:])
-        # contiguous: softmax and gather along a strided last dim are several times slower
-        params = params.movedim(2, -1).contiguous()  # [B, C_b, (H, W,) 3K - 1]
-        k = self.bins
-        widths, heights, slopes = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
-        return rational_quadratic_spline(x_b, widths, heights, slopes, self.bound, inverse)
-
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x_a, x_b = x[:, : self.split_at], x[:, self.split_at :]
-        z_b, logabsdet = self._spline(x_a, x_b, cond, inverse=False)
-        return torch.cat([x_a, z_b], dim=1), logabsdet.flatten(1).sum(1)
-
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        z_a, z_b = z[:, : self.split_at], z[:, self.split_at :]
-        x_b, _ = self._spline(z_a, z_b, cond, inverse=True)
-        return torch.cat([z_a, x_b], dim=1)
-
-    def extra_repr(self) -> str:
-        return f"split_at={self.split_at}, bins={self.bins}, bound={self.bound}"
 
 
 class Squeeze(FlowLayer):

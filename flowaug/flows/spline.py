@@ -181,7 +181,49 @@ class ConditionerMLP(nn.Module):
         return self.net(inp)
 
 
-class SplineCoupling(FlowLayer):
+class SplineCouplingBase(FlowLayer):
+    """Shared mechanics of the spline couplings: the first ``split_at`` entries of dim 1 pass
+    unchanged and, through ``self.net(x_a, cond)``, set ``3K - 1`` spline parameters for every
+    other entry (per pixel for images). Subclasses build ``self.net``.
+    """
+
+    def _setup(self, size: int, bins: int, bound: float) -> int:
+        """Check ``bins`` and ``bound``, split ``size`` entries; returns the net's output size."""
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}.")
+        if not bound > 0:
+            raise ValueError(f"bound must be > 0, got {bound}.")
+        self.split_at = size // 2
+        self.transformed = size - self.split_at
+        self.bins, self.bound = bins, float(bound)
+        return self.transformed * (3 * bins - 1)
+
+    def _spline(self, x_a: Tensor, x_b: Tensor, cond: Tensor | None, inverse: bool):
+        params = self.net(x_a, cond)
+        params = params.view(x_b.shape[0], self.transformed, 3 * self.bins - 1, *x_b.shape[2:])
+        # contiguous: softmax and gather along a strided last dim are several times slower
+        params = params.movedim(2, -1).contiguous()  # [B, D_b, (H, W,) 3K - 1]
+        k = self.bins
+        widths, heights, slopes = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
+        return rational_quadratic_spline(x_b, widths, heights, slopes, self.bound, inverse)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x [B, D, ...] -> (z [B, D, ...], logdet [B])``."""
+        x_a, x_b = x[:, : self.split_at], x[:, self.split_at :]
+        z_b, logabsdet = self._spline(x_a, x_b, cond, inverse=False)
+        return torch.cat([x_a, z_b], dim=1), logabsdet.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """``z [B, D, ...] -> x [B, D, ...]``."""
+        z_a, z_b = z[:, : self.split_at], z[:, self.split_at :]
+        x_b, _ = self._spline(z_a, z_b, cond, inverse=True)
+        return torch.cat([z_a, x_b], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"split_at={self.split_at}, bins={self.bins}, bound={self.bound}"
+
+
+class SplineCoupling(SplineCouplingBase):
     """Rational-quadratic spline coupling for vectors ``[B, D]``, conditioned on a class embedding.
 
     The first ``D // 2`` features pass unchanged and, with the class embedding, set a spline for
@@ -219,39 +261,6 @@ class SplineCoupling(FlowLayer):
         super().__init__()
         if features < 1:
             raise ValueError(f"SplineCoupling needs features >= 1, got {features}.")
-        if bins < 1:
-            raise ValueError(f"bins must be >= 1, got {bins}.")
-        if not bound > 0:
-            raise ValueError(f"bound must be > 0, got {bound}.")
         self.features = features
-        self.split_at = features // 2
-        self.bins = bins
-        self.bound = float(bound)
-        transformed = features - self.split_at
-        self.net = ConditionerMLP(
-            self.split_at, transformed * (3 * bins - 1), hidden, cond_dim, dropout
-        )
-
-    def _spline(self, x_a: Tensor, x_b: Tensor, cond: Tensor | None, inverse: bool):
-        params = self.net(x_a, cond).view(x_b.shape[0], x_b.shape[1], 3 * self.bins - 1)
-        k = self.bins
-        widths, heights, slopes = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
-        return rational_quadratic_spline(x_b, widths, heights, slopes, self.bound, inverse)
-
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``x [B, D] -> (z [B, D], logdet [B])``."""
-        x_a, x_b = x[:, : self.split_at], x[:, self.split_at :]
-        z_b, logdet = self._spline(x_a, x_b, cond, inverse=False)
-        return torch.cat([x_a, z_b], dim=1), logdet.sum(1)
-
-    def inverse(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        """``z [B, D] -> x [B, D]``."""
-        z_a, z_b = z[:, : self.split_at], z[:, self.split_at :]
-        x_b, _ = self._spline(z_a, z_b, cond, inverse=True)
-        return torch.cat([z_a, x_b], dim=1)
-
-    def extra_repr(self) -> str:
-        return (
-            f"features={self.features}, split_at={self.split_at}, bins={self.bins}, "
-            f"bound={self.bound}"
-        )
+        out = self._setup(features, bins, bound)
+        self.net = ConditionerMLP(self.split_at, out, hidden, cond_dim, dropout)
