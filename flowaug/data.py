@@ -441,7 +441,9 @@ def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> Flo
     return _finish(x, labels, levels, classes, str(root))
 
 
-def _load_hf_directory(path: Path, levels: int | None) -> FlowData:
+def _load_hf_split(path: Path) -> Any:
+    """A ``save_to_disk`` folder as one ``datasets.Dataset``: the ``train`` split (or the only
+    one) of a ``DatasetDict``."""
     import datasets
 
     ds = datasets.load_from_disk(str(path))
@@ -455,7 +457,11 @@ def _load_hf_directory(path: Path, levels: int | None) -> FlowData:
                 f"{path} holds splits {list(ds)} and none is 'train'; point --data at one split "
                 "(save it with ds[split].save_to_disk)."
             )
-    return as_flow_data(ds, levels=levels)
+    return ds
+
+
+def _load_hf_directory(path: Path, levels: int | None) -> FlowData:
+    return as_flow_data(_load_hf_split(path), levels=levels)
 
 
 def load_data(spec: str | os.PathLike, levels: int | None = None) -> FlowData:
@@ -562,7 +568,6 @@ def load_hf_dataset(spec: str | os.PathLike):
     ``DatasetDict``: its ``train`` split, or its only split); ``sklearn:<name>`` and image
     folders are read with :func:`load_data` and converted with :func:`to_hf_dataset`.
     """
-    import datasets
 
     text = str(spec)
     path = Path(text)
@@ -570,15 +575,4 @@ def load_hf_dataset(spec: str | os.PathLike):
     saved = path.is_dir() and any((path / m).is_file() for m in markers)
     if text.startswith("sklearn:") or not saved:
         return to_hf_dataset(load_data(spec))  # errors for missing paths come from load_data
-    ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        if "train" in ds:
-            ds = ds["train"]
-        elif len(ds) == 1:
-            ds = next(iter(ds.values()))
-        else:
-            raise ValueError(
-                f"{path} holds splits {list(ds)} and none is 'train'; point --data at one split "
-                "(save it with ds[split].save_to_disk)."
-            )
-    return ds
+    return _load_hf_split(path)
