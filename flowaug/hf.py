@@ -251,6 +251,29 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
 
 
 # --- augment_dataset --------------------------------------------------------------------------
+def _encode_rows(
+    codec: _ImageCodec,
+    x: Tensor,
+    y: Tensor,
+    empty: dict[str, None],
+    image_column: str,
+    label_column: str,
+    levels: int,
+    mark: bool,
+) -> Iterator[dict[str, Any]]:
+    """Dataset rows for samples ``x [B, C, H, W]`` (model space) of classes ``y [B]``: the
+    encoded image (snapped to ``levels`` intensities) and label, ``None`` in other columns,
+    and ``is_synthetic=True`` when ``mark``."""
+    values = codec.encode(model_to_image(x, levels))
+    for value, label in zip(values, y.tolist(), strict=True):
+        row = dict(empty)
+        row[image_column] = value
+        row[label_column] = label
+        if mark:
+            row[SYNTHETIC_COLUMN] = True
+        yield row
+
+
 class _ImageJob:
     """Everything the row generator needs; kept out of datasets' hashing by the fingerprint."""
 
@@ -267,14 +290,17 @@ class _ImageJob:
         generator = torch.Generator().manual_seed(derive_seed(seed))
         with tqdm(total=total, desc="flowaug: sampling", disable=not progress) as bar:
             for x, y in iter_synthetic(self.model, self.counts, generator=generator, **self.kw):
-                values = self.codec.encode(model_to_image(x, self.model.levels))
-                for value, label in zip(values, y.tolist(), strict=True):
-                    row = dict(empty)
-                    row[self.image_column] = value
-                    row[self.label_column] = label
-                    row[SYNTHETIC_COLUMN] = True
-                    yield row
-                bar.update(len(values))
+                yield from _encode_rows(
+                    self.codec,
+                    x,
+                    y,
+                    empty,
+                    self.image_column,
+                    self.label_column,
+                    self.model.levels,
+                    mark=True,
+                )
+                bar.update(len(y))
 
 
 def _generate_rows(job: _ImageJob, seed: int, progress: bool) -> Iterator[dict[str, Any]]:
@@ -645,14 +671,16 @@ class _StreamJob:
                 self.batch_size,
                 self.filter_threshold,
             ):
-                values = self.codec.encode(model_to_image(x, self.model.levels))
-                for value, label in zip(values, yb.tolist(), strict=True):
-                    row = dict(empty)
-                    row[self.image_column] = value
-                    row[self.label_column] = label
-                    if self.mark:
-                        row[SYNTHETIC_COLUMN] = True
-                    yield row
+                yield from _encode_rows(
+                    self.codec,
+                    x,
+                    yb,
+                    empty,
+                    self.image_column,
+                    self.label_column,
+                    self.model.levels,
+                    self.mark,
+                )
             made += b
 
 
