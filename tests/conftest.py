@@ -92,3 +92,30 @@ def quiet_datasets():
     yield
     if was_enabled:
         datasets.enable_progress_bars()
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_two_cpu(*args: str, cpu_env: bool = True, **run_kwargs):
+    """Run ``torchrun --nproc_per_node 2 ARGS`` on the loopback with one thread per rank.
+
+    ``cpu_env`` sets ``ACCELERATE_USE_CPU=1`` (without it a CPU-only rank under Accelerate
+    silently runs as one process). Raises ``CalledProcessError`` when a rank fails.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if cpu_env:
+        env["ACCELERATE_USE_CPU"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]
+    return subprocess.run(cmd, env=env, check=True, timeout=600, **run_kwargs)

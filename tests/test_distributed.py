@@ -9,16 +9,13 @@ them the production way, ``torchrun --nproc_per_node 2`` with ``ACCELERATE_USE_C
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port, torchrun_two_cpu
 from safetensors.torch import load_file, save_file
 
 from flowaug import FlowTrainer, Glow, TrainConfig
@@ -93,7 +90,7 @@ def launch_cpu_ranks(function, args: tuple, num_processes: int = 2) -> None:
         patch_environment(
             world_size=num_processes,
             master_addr="127.0.0.1",
-            master_port=str(_free_port()),
+            master_port=str(free_port()),
             accelerate_mixed_precision="no",
             accelerate_debug_rdv_file=rendezvous.name,
             accelerate_use_cpu="yes",
@@ -110,12 +107,6 @@ def test_two_cpu_ranks_agree_with_each_other_and_one_process(tmp_path):
     _check(tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_cpu_ranks(tmp_path):
     script = tmp_path / "worker.py"
@@ -130,18 +121,5 @@ def test_torchrun_two_cpu_ranks(tmp_path):
             """
         )
     )
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
-    ]
-    subprocess.run(cmd, env=env, check=True, timeout=600, cwd=Path(__file__).parents[1])
+    torchrun_two_cpu(str(script), cwd=Path(__file__).parents[1])
     _check(tmp_path)

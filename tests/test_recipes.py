@@ -9,15 +9,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from conftest import torchrun_two_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -174,34 +171,13 @@ def test_multi_gpu_one_process(tmp_path):
     assert model.num_classes == 10 and model.levels == 17
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_multi_gpu_two_cpu_processes_match_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     load_recipe("multi_gpu").main(["--quick", "--cpu", "--output-dir", str(one)])
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(RECIPES / "multi_gpu.py"),
-        "--quick",
-        "--cpu",
-        "--output-dir",
-        str(two),
-    ]
-    subprocess.run(cmd, env=env, check=True, timeout=600, cwd=ROOT)
+    torchrun_two_cpu(
+        str(RECIPES / "multi_gpu.py"), "--quick", "--cpu", "--output-dir", str(two), cwd=ROOT
+    )
     single = json.loads((one / "metrics.json").read_text())
     multi = json.loads((two / "metrics.json").read_text())
     assert multi["num_processes"] == 2 and multi["distributed_type"].endswith("MULTI_CPU")

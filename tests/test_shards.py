@@ -9,6 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import torchrun_two_cpu
 from test_distributed import launch_cpu_ranks
 
 import flowaug
@@ -170,18 +171,14 @@ def test_flowaug_generate_under_torchrun(model, tmp_path):
     import subprocess
     import sys
 
-    from test_distributed import _free_port
-
     model.save_pretrained(tmp_path / "model")
     reference("image").save_to_disk(str(tmp_path / "like"))
     args = [str(tmp_path / "model"), "--like", str(tmp_path / "like"), "--n-per-class", "5"]
     args += ["--rows-per-shard", "8", "--no-progress"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    launcher += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = [*launcher, "-m", "flowaug", "generate", *args, "--out", str(tmp_path / "two")]
-    done = subprocess.run(run, env=env, check=True, timeout=600, capture_output=True, text=True)
+    run = ["-m", "flowaug", "generate", *args, "--out", str(tmp_path / "two")]
+    done = torchrun_two_cpu(*run, cpu_env=False, capture_output=True, text=True)
     assert "(2 process(es), 4 shards from this one" in done.stdout  # rank 0: 4 of 7 shards
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     one = [sys.executable, "-m", "flowaug", "generate", *args, "--out", str(tmp_path / "one")]
     subprocess.run(one, env=env, check=True, timeout=600)
     assert rows(load_synthetic_shards(tmp_path / "two")) == rows(
