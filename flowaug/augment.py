@@ -6,7 +6,9 @@ Two modes:
   :class:`~flowaug.sampling.SyntheticBank` (the cost of a tensor copy) or sampled on the fly;
 - ``"latent"`` encodes the image, moves its latent toward fresh noise,
   ``eps' = sqrt(1 - s^2) eps + s T noise`` (``s = strength``, ``T = temperature``), and decodes
-  it under the same class: a variation of *this* image.
+  it under the same class: a variation of *this* image. On a multi-scale flow,
+  ``coarse_scales=n`` moves only the latents of the ``n`` coarsest scales (the global shape)
+  and keeps the finer ones (strokes, texture) of the input.
 
 Without a label the class is the one the flow itself assigns by Bayes' rule (argmax of
 :meth:`~flowaug.flows.base.ConditionalFlow.classify`), so the transform stays label-preserving.
@@ -161,6 +163,27 @@ def default_labels_getter(sample: Any) -> Any:
     return None
 
 
+def _coarse_latent_mask(model: ConditionalFlow, mode: str, coarse_scales: Any) -> Tensor | None:
+    """Bool ``[D]``: the latents of the ``coarse_scales`` coarsest scales (``None``: all)."""
+    if coarse_scales is None:
+        return None
+    if mode != "latent":
+        raise ValueError("coarse_scales is used by mode='latent' only; pass coarse_scales=None.")
+    sizes = model.latent_scale_sizes
+    if (
+        isinstance(coarse_scales, bool)
+        or not isinstance(coarse_scales, (int, np.integer))
+        or not 1 <= coarse_scales <= len(sizes)
+    ):
+        raise ValueError(
+            f"coarse_scales must be an int in [1, {len(sizes)}] (this {type(model).__name__} "
+            f"has {len(sizes)} latent scales) or None, got {coarse_scales!r}."
+        )
+    mask = torch.zeros(sum(sizes), dtype=torch.bool)
+    mask[sum(sizes[: len(sizes) - int(coarse_scales)]) :] = True
+    return mask
+
+
 class FlowAugment(Transform):
     """Replace images by class-conditional flow samples, inside ``v2.Compose`` or per batch.
 
@@ -205,6 +228,11 @@ class FlowAugment(Transform):
         bank_size: samples per class in a bank built here.
         labels_getter: ``"default"`` (see above), ``None`` (never use labels: every image gets
             the flow's own class), or a callable ``sample -> label``.
+        coarse_scales: latent mode only: vary only the latents of this many of the coarsest
+            scales of a multi-scale flow (``model.latent_scale_sizes``; a Glow on 8x8 images
+            has 2), keeping the input's finer-scale latents; ``None`` varies them all. A flow
+            fitted on a few images models coarse shape better than pixel detail, so ``1``
+            gives cleaner variations (see ``benchmarks/utility.py``).
 
     Example:
         >>> from torchvision.transforms import v2
@@ -234,6 +262,7 @@ class FlowAugment(Transform):
         filter_threshold: float | None = None,
         bank_size: int = 256,
         labels_getter: str | Callable[[Any], Any] | None = "default",
+        coarse_scales: int | None = None,
     ):
         super().__init__()
         model = _check_model(model)
@@ -258,6 +287,8 @@ class FlowAugment(Transform):
             raise ValueError(
                 f"labels_getter must be 'default', None or a callable, got {labels_getter!r}."
             )
+        self._latent_mask = _coarse_latent_mask(model, mode, coarse_scales)
+        self.coarse_scales = coarse_scales
         self.model = model
         self.p = float(p)
         self.mode = mode
@@ -308,7 +339,8 @@ class FlowAugment(Transform):
         return (
             f"FlowAugment(model={model}{list(self._shape)}, p={self.p}, mode={self.mode!r}, "
             f"strength={self.strength}, temperature={self.temperature}, bank={bank}, "
-            f"seed={self.seed}, filter_threshold={self.filter_threshold})"
+            f"seed={self.seed}, filter_threshold={self.filter_threshold}, "
+            f"coarse_scales={self.coarse_scales})"
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -468,7 +500,9 @@ class FlowAugment(Transform):
             eps = self.model.encode(self._to_model(x), y)
             noise = torch.randn(eps.shape, generator=self._rng.torch).to(eps)
             s = self.strength
-            eps = math.sqrt(1.0 - s * s) * eps + (s * self.temperature) * noise
+            moved = math.sqrt(1.0 - s * s) * eps + (s * self.temperature) * noise
+            mask = self._latent_mask
+            eps = moved if mask is None else torch.where(mask.to(eps.device), moved, eps)
             out = model_to_image(self.model.decode(eps, y), self._levels)
         return self._like(out, x)
 

@@ -599,10 +599,11 @@ def synthetic_transform(
     bank_size: int = 256,
     mark_column: str | None = None,
     features: Features | None = None,
+    coarse_scales: int | None = None,
 ) -> SyntheticTransform:
     """A function for ``ds.with_transform(...)`` that swaps a fraction ``p`` of each batch for
     synthetic samples of the same labels (see :class:`flowaug.FlowAugment` for ``mode``,
-    ``strength``, ``bank`` and ``seed``).
+    ``strength``, ``coarse_scales``, ``bank`` and ``seed``).
 
     Args:
         model: a trained class-conditional image flow.
@@ -630,6 +631,7 @@ def synthetic_transform(
         seed=seed,
         filter_threshold=filter_threshold,
         bank_size=bank_size,
+        coarse_scales=coarse_scales,
     )
 
 

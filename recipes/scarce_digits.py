@@ -179,6 +179,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--p", type=float, default=0.25, help="share of each batch replaced")
     parser.add_argument("--strength", type=float, default=0.5, help="latent mode: 0..1")
     parser.add_argument("--temperature", type=float, default=0.7, help="latent noise scale")
+    parser.add_argument(
+        "--coarse-scales",
+        type=int,
+        default=None,
+        help="latent mode: vary only this many of the coarsest latent scales (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--device", default=None, help="training device (default: cuda if available, else cpu)"
@@ -210,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         mode=args.mode,
         strength=args.strength,
         temperature=args.temperature,
+        coarse_scales=args.coarse_scales,
         seed=args.seed,
     )
     arms = {

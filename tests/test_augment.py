@@ -135,6 +135,31 @@ def test_latent_strength_zero_is_the_identity(model):
     assert not torch.equal(moved(x, 5)[0], x)
 
 
+@pytest.mark.parametrize("coarse_scales", [1, 2])
+def test_coarse_scales_keeps_the_finer_latents_of_the_input(model, monkeypatch, coarse_scales):
+    sizes = model.latent_scale_sizes
+    assert len(sizes) == 2 and sum(sizes) == model.event_dim
+    x = torch.stack([grid_image(i) for i in range(4)])
+    y = torch.tensor([1, 3, 5, 7])
+    eps_in = model.encode(image_to_model(x, 17), y)
+    decoded = []
+    decode = model.decode
+    monkeypatch.setattr(model, "decode", lambda eps, y: decoded.append(eps) or decode(eps, y))
+    aug = FlowAugment(model, p=1.0, mode="latent", strength=1.0, coarse_scales=coarse_scales)
+    aug(x, y)
+    fine = sum(sizes[: len(sizes) - coarse_scales])
+    assert torch.equal(decoded[0][:, :fine], eps_in[:, :fine])
+    assert (decoded[0][:, fine:] - eps_in[:, fine:]).abs().min() > 0
+
+
+def test_coarse_scales_over_every_scale_equals_the_default(model):
+    x = torch.stack([grid_image(i) for i in range(4)])
+    y = torch.tensor([0, 2, 4, 6])
+    every = FlowAugment(model, p=1.0, mode="latent", seed=3, coarse_scales=2)(x, y)[0]
+    default = FlowAugment(model, p=1.0, mode="latent", seed=3)(x, y)[0]
+    assert torch.equal(every, default)
+
+
 # --- check_transform-style checks -------------------------------------------------------------
 def mixed_sample(image):
     return {
@@ -402,6 +427,10 @@ def test_batch_errors(model, bank):
         (dict(mode="latent", bank="BANK"), "bank is used by mode='resample' only"),
         (dict(seed=1.5), "seed must be an int or None"),
         (dict(labels_getter=3), "labels_getter must be 'default', None or a callable"),
+        (dict(coarse_scales=1), "coarse_scales is used by mode='latent' only"),
+        (dict(mode="latent", coarse_scales=3), r"coarse_scales must be an int in \[1, 2\]"),
+        (dict(mode="latent", coarse_scales=0), r"has 2 latent scales"),
+        (dict(mode="latent", coarse_scales=1.0), "coarse_scales must be an int"),
     ],
 )
 def test_constructor_errors(model, bank, kwargs, match):

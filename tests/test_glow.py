@@ -51,6 +51,15 @@ def test_decode_inverts_encode(shape, num_classes, num_levels, dtype, tol):
 
 
 @pytest.mark.parametrize("shape,num_classes,num_levels", CONFIGS)
+def test_latent_scale_sizes_partition_eps_finest_first(shape, num_classes, num_levels):
+    model = _model(shape, num_classes, num_levels)
+    sizes = model.latent_scale_sizes
+    assert len(sizes) == model.config["num_levels"] and sum(sizes) == model.event_dim
+    # each split factors out half of what is left: the parts shrink from fine to coarse
+    assert all(a >= b for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+@pytest.mark.parametrize("shape,num_classes,num_levels", CONFIGS)
 def test_log_prob_matches_autograd_jacobian(shape, num_classes, num_levels):
     model = _model(shape, num_classes, num_levels)
     x = torch.rand(2, *shape, dtype=torch.float64) * 0.98 + 0.01

@@ -272,6 +272,15 @@ def test_with_transform_in_a_dataloader_and_lists(model):
     assert not np.allclose(images.numpy(), values)
 
 
+def test_with_transform_latent_mode_with_coarse_scales(image_ds, model):
+    transform = hf.synthetic_transform(model, p=1.0, mode="latent", coarse_scales=1, seed=0)
+    assert transform.augment.coarse_scales == 1
+    row = image_ds.with_transform(transform)[0]
+    assert isinstance(row["image"], PIL.Image.Image) and row["label"] == image_ds[0]["label"]
+    with pytest.raises(ValueError, match="coarse_scales is used by mode='latent' only"):
+        hf.synthetic_transform(model, p=1.0, coarse_scales=1)
+
+
 def test_with_transform_errors(image_ds, model):
     bad = image_ds.with_transform(hf.synthetic_transform(model, p=1.0, image_column="img"))
     with pytest.raises(KeyError, match="image_column 'img' is not in the batch"):

@@ -102,6 +102,12 @@ class ConditionalFlow(nn.Module):
         return math.prod(self.event_shape)
 
     @property
+    def latent_scale_sizes(self) -> list[int]:
+        """Sizes of the parts of ``eps`` that belong to each scale, finest first; they sum to
+        ``event_dim``. A single-scale flow has one part; multi-scale flows override this."""
+        return [self.event_dim]
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

@@ -135,6 +135,11 @@ class Glow(ConditionalFlow):
         self._latent_shapes.append((c, h, w))
         self.prior = GaussianPrior((c, h, w), cond)
 
+    @property
+    def latent_scale_sizes(self) -> list[int]:
+        """Sizes of the factored-out latents, finest scale first (the top prior's part last)."""
+        return [math.prod(s) for s in self._latent_shapes]
+
     def _cond(self, y: Tensor | None) -> Tensor | None:
         return None if self.embedding is None or y is None else self.embedding(y)
 
@@ -159,8 +164,7 @@ class Glow(ConditionalFlow):
 
     def _inverse(self, eps: Tensor, y: Tensor | None) -> Tensor:
         cond = self._cond(y)
-        sizes = [math.prod(s) for s in self._latent_shapes]
-        chunks = eps.split(sizes, dim=1)
+        chunks = eps.split(self.latent_scale_sizes, dim=1)
         parts = [p.reshape(-1, *s) for p, s in zip(chunks, self._latent_shapes, strict=True)]
         h = self.prior.inverse(parts[-1], cond)
         for i in reversed(range(len(self.scales))):
