@@ -1,7 +1,7 @@
 """Utility benchmark: does flowaug's synthetic data help a small CNN trained on a few digits?
 
 Run:  python benchmarks/utility.py            # full run (about 30 min on two CPU cores)
-      python benchmarks/utility.py --quick    # smoke run (20 s), written to a temp folder
+      python benchmarks/utility.py --quick    # smoke run (2-3 min), written to a temp folder
       python benchmarks/utility.py --dev --ks 5 --seeds 3 --no-tune   # design experiments
 
 Protocol:
