@@ -230,9 +230,10 @@ class FlowAugment(Transform):
             the flow's own class), or a callable ``sample -> label``.
         coarse_scales: latent mode only: vary only the latents of this many of the coarsest
             scales of a multi-scale flow (``model.latent_scale_sizes``; a Glow on 8x8 images
-            has 2), keeping the input's finer-scale latents; ``None`` varies them all. A flow
-            fitted on a few images models coarse shape better than pixel detail, so ``1``
-            gives cleaner variations (see ``benchmarks/utility.py``).
+            has 2), keeping the input's finer-scale latents (strokes, texture); ``None``
+            varies them all. Useful when the flow models pixel detail poorly, as one fitted on
+            a few images does; on scarce digits it is on par with varying every scale
+            (``benchmarks/utility.py``).
 
     Example:
         >>> from torchvision.transforms import v2
