@@ -174,18 +174,17 @@ def with_affine_copies(x: Tensor, y: Tensor, copies: int, seed: int) -> tuple[Te
 
 
 # --- generative models ------------------------------------------------------------------------
-def fit_flow(x: Tensor, y: Tensor, s: Settings, seed: int) -> Glow:
-    """A small class-conditional Glow, a fixed step budget (no labelled image held out)."""
+def fit_flow(x: Tensor, y: Tensor, s: Settings, seed: int, **architecture: Any) -> Glow:
+    """A small class-conditional Glow, a fixed step budget (no labelled image held out).
+    ``architecture`` overrides Glow's arguments (depth 4, hidden 32, dropout 0.1)."""
     x_fit, y_fit = with_affine_copies(x.to(torch.uint8), y, s.flow_copies, seed)
     torch.manual_seed(seed)
     model = Glow(
         (1, 8, 8),
         NUM_CLASSES,
-        depth=4,
-        hidden=32,
-        dropout=0.1,
         levels=LEVELS,
         coupling=s.flow_coupling,
+        **({"depth": 4, "hidden": 32, "dropout": 0.1} | architecture),
     )
     config = TrainConfig(
         batch_size=min(64, len(y_fit)),
@@ -260,6 +259,27 @@ def flow_resample(model: Glow, cfg: dict[str, Any], seed: int) -> BatchAugment:
     return augment
 
 
+def swap_in_variations(
+    make: Callable[[], Tensor], p: float, refresh: int, seed: int
+) -> BatchAugment:
+    """Swap a fraction ``p`` of each batch for its images' current variation: ``make()``
+    gives one variation per labelled image (``[N, 1, 8, 8]``) and is called again every
+    ``refresh`` steps."""
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, Any] = {"step": -1, "variations": None}
+
+    def augment(images: Tensor, labels: Tensor, index: Tensor, step: int) -> Tensor:
+        if state["variations"] is None or step // refresh != state["step"] // refresh:
+            state["variations"] = make()
+        state["step"] = step
+        mask = torch.rand(len(labels), generator=gen) < p
+        out = images.clone()
+        out[mask] = state["variations"][index[mask]]
+        return out
+
+    return augment
+
+
 def flow_latent(
     model: Glow, x01: Tensor, y: Tensor, cfg: dict[str, Any], refresh: int, seed: int
 ) -> BatchAugment:
@@ -273,19 +293,7 @@ def flow_latent(
         coarse_scales=cfg.get("coarse_scales"),
         seed=seed,
     )
-    gen = torch.Generator().manual_seed(seed + 1)
-    state: dict[str, Any] = {"step": -1, "variations": None}
-
-    def augment(images: Tensor, labels: Tensor, index: Tensor, step: int) -> Tensor:
-        if state["variations"] is None or step // refresh != state["step"] // refresh:
-            state["variations"] = aug(x01, y)[0]
-        state["step"] = step
-        mask = torch.rand(len(labels), generator=gen) < cfg["p"]
-        out = images.clone()
-        out[mask] = state["variations"][index[mask]]
-        return out
-
-    return augment
+    return swap_in_variations(lambda: aug(x01, y)[0], cfg["p"], refresh, seed + 1)
 
 
 def chain(*augments: BatchAugment) -> BatchAugment:
@@ -533,37 +541,38 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"images held out of the k per class ({s['tune_seeds']} seeds), never on test. Test "
         f"accuracy (%), mean ± std over seeds:",
         "",
-        "| arm | " + " | ".join(f"k={k}" for k in ks) + " |",
-        "|---|" + "---|" * len(ks),
     ]
-    for arm in ARMS:
-        cells = []
-        for k in ks:
-            m = report["accuracy"][k][arm]
-            cells.append(f"{m['mean']:.1f} ± {m['std']:.1f}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+
+    def per_k_table(first: str, rows: Any, cell: Callable[[str, str], str]) -> list[str]:
+        """A markdown table: one row per name in ``rows``, one column per k."""
+        head = [
+            f"| {first} | " + " | ".join(f"k={k}" for k in ks) + " |",
+            "|---|" + "---|" * len(ks),
+        ]
+        return head + [f"| {row} | " + " | ".join(cell(row, k) for k in ks) + " |" for row in rows]
+
+    def accuracy_cell(arm: str, k: str) -> str:
+        m = report["accuracy"][k][arm]
+        return f"{m['mean']:.1f} ± {m['std']:.1f}"
+
+    def paired_cell(name: str, k: str) -> str:
+        d = report["paired"][k][name]
+        return f"{d['mean']:+.1f} ± {d['sem']:.1f} ({d['wins']}/{d['n']})"
+
+    def chosen_cell(arm: str, k: str) -> str:
+        c = report["chosen"][k][arm]
+        return f"{config_text(c['config'])} ({100 * c['val_accuracy']:.1f})"
+
+    lines += per_k_table("arm", ARMS, accuracy_cell)
     lines += [
         "",
         "Paired differences (points, mean ± standard error over seeds; wins = seeds where the "
         "first is better):",
         "",
-        "| comparison | " + " | ".join(f"k={k}" for k in ks) + " |",
-        "|---|" + "---|" * len(ks),
     ]
-    for name in report["paired"][ks[0]]:
-        cells = []
-        for k in ks:
-            d = report["paired"][k][name]
-            cells.append(f"{d['mean']:+.1f} ± {d['sem']:.1f} ({d['wins']}/{d['n']})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += per_k_table("comparison", report["paired"][ks[0]], paired_cell)
     lines += ["", "Settings chosen on validation (validation accuracy %):", ""]
-    lines += ["| arm | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-    for arm in GRID:
-        cells = []
-        for k in ks:
-            c = report["chosen"][k][arm]
-            cells.append(f"{config_text(c['config'])} ({100 * c['val_accuracy']:.1f})")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += per_k_table("arm", GRID, chosen_cell)
     targets = report["targets"]
     lines += ["", "Targets:", ""]
     for name, t in targets.items():

@@ -28,26 +28,8 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utility as U  # noqa: E402
 
-from flowaug import FlowTrainer, Glow, TrainConfig  # noqa: E402
+from flowaug import Glow  # noqa: E402
 from flowaug.sampling import image_to_model, model_to_image  # noqa: E402
-
-
-def refreshed(make: Callable[[], Tensor], p: float, seed: int, every: int = 10) -> U.BatchAugment:
-    """Swap a fraction ``p`` of each batch for ``make()``'s variation of the same labelled
-    image, remade every ``every`` steps (utility.py's latent-mode scheme)."""
-    gen = torch.Generator().manual_seed(seed)
-    state: dict[str, Any] = {"step": -1, "variations": None}
-
-    def augment(images: Tensor, labels: Tensor, index: Tensor, step: int) -> Tensor:
-        if state["variations"] is None or step // every != state["step"] // every:
-            state["variations"] = make()
-        state["step"] = step
-        mask = torch.rand(len(labels), generator=gen) < p
-        out = images.clone()
-        out[mask] = state["variations"][index[mask]]
-        return out
-
-    return augment
 
 
 @torch.no_grad()
@@ -63,7 +45,7 @@ def fine_only(flow: Glow, x01: Tensor, y: Tensor, p: float, strength: float, see
         moved[:, :fine] = (1 - strength**2) ** 0.5 * eps[:, :fine] + strength * 0.7 * noise
         return model_to_image(flow.decode(moved, y), U.LEVELS)
 
-    return refreshed(make, p, seed)
+    return U.swap_in_variations(make, p, 10, seed)
 
 
 @torch.no_grad()
@@ -76,7 +58,7 @@ def style_transfer(flow: Glow, x01: Tensor, y: Tensor, p: float, seed: int):
         source = torch.randint(len(y), (len(y),), generator=gen)
         return model_to_image(flow.decode(eps[source], y), U.LEVELS)
 
-    return refreshed(make, p, seed)
+    return U.swap_in_variations(make, p, 10, seed)
 
 
 @torch.no_grad()
@@ -155,26 +137,17 @@ def run_seed(job: tuple[int, int, list[str], U.Settings]) -> dict[str, float]:
 
 
 def fit_bpd(job: tuple[str, dict[str, Any], int]) -> float:
-    """Dev bits/dim of a flow fitted like utility.py's with the budget in ``kw``."""
+    """Dev bits/dim of utility.py's flow fitted with the budget and architecture in ``kw``."""
     _, kw, seed = job
     torch.set_num_threads(1)
     x, y, pool, _ = U.load_split()
     labelled = U.draw_labelled(y.numpy(), pool, {c: 5 for c in range(U.NUM_CLASSES)}, seed)
     unused = np.setdiff1d(pool, labelled)[:600]
-    x_fit, y_fit = U.with_affine_copies(
-        x[labelled].to(torch.uint8), y[labelled], kw["copies"], seed
-    )
-    torch.manual_seed(seed)
-    flow = Glow((1, 8, 8), U.NUM_CLASSES, depth=kw.get("depth", 4), hidden=kw.get("hidden", 32),
-                dropout=kw.get("dropout", 0.1), levels=U.LEVELS)  # fmt: skip
-    steps = kw["steps"]
-    config = TrainConfig(
-        batch_size=64, max_steps=steps, warmup_steps=min(40, steps // 5), weight_decay=1e-3,
-        eval_every=steps, patience=None, seed=seed, progress=False, cpu=True,
-    )  # fmt: skip
-    FlowTrainer(flow, config).fit((x_fit, y_fit))
+    architecture = {key: kw[key] for key in ("depth", "hidden", "dropout") if key in kw}
+    s = settings(steps=0, flow_steps=kw["steps"], flow_copies=kw["copies"])
+    flow = U.fit_flow(x[labelled], y[labelled], s, seed, **architecture)
     with torch.no_grad():
-        return float(flow.eval().bits_per_dim(x[unused], y[unused]).mean())
+        return float(flow.bits_per_dim(x[unused], y[unused]).mean())
 
 
 BUDGETS = {
