@@ -38,8 +38,10 @@ from flowaug.preprocessing import to_unit_float
 from flowaug.sampling import (
     SyntheticBank,
     _check_model,
+    _check_probability,
     _check_temperature,
     _check_threshold,
+    _is_number,
     derive_seed,
     eval_mode,
     image_to_model,
@@ -133,10 +135,11 @@ def _label_like(value: Any, batched: bool = False) -> bool:
 
 
 def _label_key(mapping: Mapping) -> Any:
-    """The label-like key of a dict (``"labels"`` first, then any key containing ``"label"``)."""
+    """The label-like key of a dict (``"labels"`` or ``"label"`` first, then any key containing
+    ``"label"``)."""
     keys = [k for k in mapping if isinstance(k, str)]
     for key in keys:
-        if key.lower() == "labels":
+        if key.lower() in ("labels", "label"):
             return key
     for key in keys:
         if "label" in key.lower():
@@ -147,15 +150,28 @@ def _label_key(mapping: Mapping) -> Any:
 def default_labels_getter(sample: Any) -> Any:
     """Find the label of a sample, or ``None``: the second item of a tuple/list when it is an
     int or an integer tensor, else the value under a label-like key of a dict (the sample, or
-    its second item)."""
+    its second item).
+
+    The second of exactly two items that holds a number, a plain tensor or an array is taken
+    as the label even when it is not a valid one (a float, a one-hot vector), so that it gets a
+    clear error instead of being passed over: a passed-over label would leave the image
+    replaced under the flow's own class while the sample keeps its label.
+    """
     if isinstance(sample, (tuple, list)) and len(sample) >= 2:
         second = sample[1]
         if isinstance(second, Mapping):
             key = _label_key(second)
             return None if key is None else second[key]
         if isinstance(sample[0], Tensor) and sample[0].ndim == 4:
-            # a batch: any plain tensor is its labels (wrong ones get a clear error later)
-            return second if isinstance(second, Tensor) and is_pure_tensor(second) else None
+            # a batch: plain tensors, arrays and sequences are its labels (wrong ones get a
+            # clear error later)
+            if isinstance(second, Tensor):
+                return second if is_pure_tensor(second) else None
+            return second if isinstance(second, (np.ndarray, list, tuple, int)) else None
+        if len(sample) == 2 and (
+            _is_number(second) or isinstance(second, np.ndarray) or is_pure_tensor(second)
+        ):
+            return second
         return second if _label_like(second) else None
     if isinstance(sample, Mapping):
         key = _label_key(sample)
@@ -272,11 +288,10 @@ class FlowAugment(Transform):
                 f"FlowAugment needs an image model (event_shape [C, H, W]), got event_shape "
                 f"{list(model.event_shape)}; for tables use flowaug.FlowOversampler."
             )
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}.")
+        p = _check_probability(p)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+        if not _is_number(strength):
             raise TypeError(f"strength must be a number in [0, 1], got {strength!r}.")
         if not 0 <= strength <= 1:
             raise ValueError(
@@ -409,12 +424,19 @@ class FlowAugment(Transform):
             raise ValueError(
                 f"FlowAugment needs one integer class label per image, got a "
                 f"{type(label).__name__} of shape {list(label.shape)} and dtype {label.dtype}; "
-                "for one-hot or mixed labels put FlowAugment before MixUp/CutMix."
+                "for one-hot or mixed labels put FlowAugment before MixUp/CutMix; if it is not "
+                "a label, pass labels_getter=None (the flow then assigns the class)."
+            )
+        if isinstance(label, float) and label.is_integer():
+            raise TypeError(
+                f"FlowAugment got the float label {label!r}; pass class labels as ints "
+                f"(int(label)), or labels_getter=None if it is not a label."
             )
         if isinstance(label, bool) or not isinstance(label, (int, np.integer, Tensor, np.ndarray)):
             raise TypeError(
-                f"FlowAugment could not read a class label from a {type(label).__name__}; "
-                "pass an int or an integer tensor, or labels_getter=None to ignore labels."
+                f"FlowAugment could not read a class label from a {type(label).__name__} "
+                f"({label!r}); pass an int or an integer tensor, or labels_getter=None to ignore "
+                "labels."
             )
         return self._check_class(int(label))
 

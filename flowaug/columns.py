@@ -64,6 +64,21 @@ def _check_name(name: Any) -> Any:
     return name
 
 
+def column_names(names: Any, argument: str) -> list[Any]:
+    """``names`` as a list of column names: ``None`` -> ``[]``, one name (str or int) -> a
+    one-item list (a string is a name, never a sequence of one-letter names)."""
+    if names is None:
+        return []
+    if isinstance(names, (str, int, np.integer)) and not isinstance(names, bool):
+        return [names]
+    if isinstance(names, (bool, float)) or not isinstance(names, Iterable):
+        raise TypeError(
+            f"{argument} must be a column name or a list of column names, got "
+            f"{type(names).__name__} {names!r}."
+        )
+    return list(names)
+
+
 def _mode(s: pd.Series) -> Any:
     return s.dropna().mode(dropna=True).iloc[0]
 
@@ -150,6 +165,13 @@ class ColumnEncoder:
                     "impute='mode'."
                 )
             s = s.fillna(self.fill)
+        if pd.api.types.is_float_dtype(s.dtype):
+            infinite = int(np.isinf(s.to_numpy(dtype=np.float64)).sum())
+            if infinite:
+                raise ValueError(
+                    f"column {self.name!r} has {infinite} infinite value(s); replace them (e.g. "
+                    "df.replace([np.inf, -np.inf], np.nan) and impute=...) or drop those rows."
+                )
         return s
 
     def cells(self, s: pd.Series) -> np.ndarray:
@@ -262,7 +284,15 @@ class IntegerColumn(ColumnEncoder):
         return cls(s.name, str(s.dtype), int(s.min()), int(s.max()), fill)
 
     def cells(self, s: pd.Series) -> np.ndarray:
-        return s.to_numpy(dtype=np.float64)[:, None]
+        values = s.to_numpy(dtype=np.float64)
+        fractional = np.flatnonzero(values != np.round(values))
+        if fractional.size:
+            raise ValueError(
+                f"integer column {self.name!r} holds non-integer values (e.g. "
+                f"{values[fractional[0]]!r}); round them or refit the model on this column as "
+                "floats."
+            )
+        return values[:, None]
 
     def decode(self, v: np.ndarray) -> pd.Series:
         k = np.clip(np.floor(v[:, 0]), self.minimum, self.maximum).astype(np.int64)
@@ -422,12 +452,18 @@ def fit_column(
 ) -> ColumnEncoder:
     """Choose and fit the encoder for one column (see the module docstring)."""
     name = _check_name(s.name)
+    s = s.rename(name)  # encoders store the name in JSON: a plain int, never numpy's
     categorical = categorical or _is_categorical(s)
     numeric = pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
     if not categorical and not numeric:
         raise TypeError(
             f"column {name!r} has dtype {s.dtype}, which flowaug cannot model; convert it to "
             "numbers or strings first (e.g. dates to timestamps), or drop it."
+        )
+    if pd.api.types.is_complex_dtype(s.dtype):
+        raise TypeError(
+            f"column {name!r} has complex dtype {s.dtype}; split it into real and imaginary "
+            "columns first."
         )
     fill = None
     present = s.dropna()
@@ -600,9 +636,14 @@ class TableEncoder:
         if df.columns.has_duplicates:
             dup = df.columns[df.columns.duplicated()].tolist()
             raise ValueError(f"df has duplicate column names {dup}; rename them.")
+        if label is not None and not isinstance(label, (str, int, np.integer)):
+            raise TypeError(
+                f"label must be one column name (str or int), got {type(label).__name__} "
+                f"{label!r}."
+            )
         if label is not None and label not in df.columns:
             raise ValueError(f"label={label!r} is not a column of df; columns: {list(df.columns)}.")
-        categorical = list(categorical or [])
+        categorical = column_names(categorical, "categorical")
         missing = [c for c in categorical if c not in df.columns]
         if missing:
             raise ValueError(

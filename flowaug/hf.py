@@ -36,6 +36,7 @@ from flowaug.augment import FlowAugment, _RandomState
 from flowaug.flows.base import ConditionalFlow
 from flowaug.sampling import (
     _check_model,
+    _check_probability,
     _check_temperature,
     class_counts,
     derive_seed,
@@ -528,8 +529,7 @@ class SyntheticTransform:
         features: Features | None = None,
         **augment_kwargs: Any,
     ):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}.")
+        p = _check_probability(p)
         self.augment = FlowAugment(model, p=1.0, **augment_kwargs)
         self.p = float(p)
         self.image_column = image_column

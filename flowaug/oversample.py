@@ -20,6 +20,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
+from flowaug.columns import column_names
 from flowaug.flows.tabular import TabularFlow
 
 __all__ = ["FlowOversampler", "resolve_sampling_strategy"]
@@ -216,7 +217,7 @@ class FlowOversampler(BaseEstimator):
         if self.categorical is None:
             return None
         names = []
-        for c in self.categorical:
+        for c in column_names(self.categorical, "categorical"):
             if kind == "array":
                 if (
                     isinstance(c, bool)
@@ -228,6 +229,11 @@ class FlowOversampler(BaseEstimator):
                         f"an array X, got {c!r}."
                     )
                 names.append(f"x{c}")
+            elif c not in frame.columns:
+                raise ValueError(
+                    f"categorical names a column X does not have: {c!r}; columns: "
+                    f"{list(frame.columns)}."
+                )
             else:
                 names.append(c)
         return names
@@ -254,6 +260,12 @@ class FlowOversampler(BaseEstimator):
         self._check_params()
         frame, kind = _as_frame(X)
         labels = _as_labels(y, len(frame))
+        classes = pd.unique(labels)
+        if len(classes) < 2:
+            raise ValueError(
+                f"y needs at least 2 classes to oversample, got only {classes.tolist()}; "
+                "check the label column."
+            )
         self.sampling_strategy_ = resolve_sampling_strategy(self.sampling_strategy, labels)
         rng = check_random_state(self.random_state)
         self._seed = int(rng.randint(0, 2**31 - 1))
@@ -273,6 +285,11 @@ class FlowOversampler(BaseEstimator):
                 impute=self.impute,
                 **kwargs,
             )
+        # what sample() calls the label column: y's own name where it has one that X lacks
+        name = y.name if isinstance(y, pd.Series) and y.name is not None else "y"
+        while name in frame.columns:
+            name = f"{name}_"
+        self._label_name = name
         x, y_idx = model.encode_frame(table, seed=self._seed)
         self.history_ = self._train(model, x.cpu(), y_idx.cpu())
         self.model_ = model.eval()
@@ -328,7 +345,8 @@ class FlowOversampler(BaseEstimator):
 
     # --- resampling ---------------------------------------------------------------------------
     def sample(self, n_per_class: int | Mapping[Any, int], seed: int | None = None) -> pd.DataFrame:
-        """Synthetic rows (features and label column) from the fitted flow.
+        """Synthetic rows from the fitted flow: X's columns, then the label column (named like
+        ``y`` when it was a named Series, else ``"y"``).
 
         Args:
             n_per_class: rows per class, an int or ``{class: rows}``.
@@ -336,6 +354,11 @@ class FlowOversampler(BaseEstimator):
         """
         if not hasattr(self, "model_"):
             raise ValueError("this FlowOversampler is not fitted yet; call fit(X, y) first.")
+        return self._sample(n_per_class, seed).rename(
+            columns={self.model_.encoder.label.name: self._label_name}
+        )
+
+    def _sample(self, n_per_class: int | Mapping[Any, int], seed: int | None) -> pd.DataFrame:
         return self.model_.sample_frame(n_per_class, self.temperature, seed)
 
     def fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
@@ -350,7 +373,7 @@ class FlowOversampler(BaseEstimator):
         frame, kind = _as_frame(X)
         labels = _as_labels(y, len(frame))
         wanted = {c: n for c, n in self.sampling_strategy_.items() if n > 0}
-        synth = self.sample(wanted, seed=self._seed) if wanted else None
+        synth = self._sample(wanted, seed=self._seed) if wanted else None
         label = self.model_.encoder.label.name
 
         if synth is None:

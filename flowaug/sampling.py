@@ -12,6 +12,7 @@ it oversamples so each class still gets its quota.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -128,8 +129,21 @@ def _check_model(model: Any, name: str = "model") -> ConditionalFlow:
     return model
 
 
+def _is_number(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_probability(p: Any, name: str = "p") -> float:
+    if not _is_number(p):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(p).__name__} {p!r}.")
+    if not 0 <= p <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {float(p)!r}.")
+    return float(p)
+
+
 def _check_temperature(temperature: Any) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if not _is_number(temperature):
         raise TypeError(f"temperature must be a number >= 0, got {temperature!r}.")
     if not 0 <= temperature or not math.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
@@ -139,7 +153,7 @@ def _check_temperature(temperature: Any) -> float:
 def _check_threshold(filter_threshold: Any) -> float | None:
     if filter_threshold is None:
         return None
-    if isinstance(filter_threshold, bool) or not isinstance(filter_threshold, (int, float)):
+    if not _is_number(filter_threshold):
         raise TypeError(
             f"filter_threshold must be a number in [0, 1) or None, got {filter_threshold!r}."
         )

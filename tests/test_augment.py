@@ -257,6 +257,30 @@ def test_batch_replaces_a_fraction_in_one_pass(model, bank, dtype, wrap):
     assert torch.equal(images, images.clone())  # the input batch is not modified in place
 
 
+@pytest.mark.parametrize("as_labels", [torch.tensor, np.array, list, tuple])
+def test_batch_labels_of_any_container_pick_the_class(model, bank, as_labels):
+    # a batch's labels as a list or an array are labels too, never passed over for the flow's
+    # own class
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    classes = [3, 1, 2, 0, 5, 6, 7, 8]
+    out, _ = aug(torch.stack([grid_image(i) for i in range(8)]), as_labels(classes))
+    for image, c in zip(out, classes, strict=True):
+        stored = {bank.get(c, i).numpy().tobytes() for i in range(bank.n_per_class)}
+        assert image.numpy().tobytes() in stored
+
+
+@pytest.mark.parametrize("p", [np.float32(0.5), np.float64(0.5), 1])
+def test_numpy_and_int_probabilities_are_accepted(model, bank, p):
+    assert FlowAugment(model, p=p, bank=bank).p == float(p)
+
+
+def test_exact_label_key_wins_over_other_label_keys(model, bank):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    stored = {bank.get(7, i).numpy().tobytes() for i in range(bank.n_per_class)}
+    out = aug({"image": grid_image(), "label_name": "seven", "label": 7})
+    assert out["image"].numpy().tobytes() in stored and out["label_name"] == "seven"
+
+
 def test_batch_in_a_dict_and_unlabeled(model, bank):
     aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
     images = torch.rand(8, 1, 8, 8)
@@ -385,22 +409,21 @@ def test_dataloader_workers(model, bank, context, workers):
         (torch.zeros(1, 8, 8), 12, ValueError, r"label 12, but the model has 10 classes"),
         (torch.zeros(1, 8, 8), -1, ValueError, r"label -1, but the model has 10 classes"),
         (torch.full((1, 8, 8), 16.0), 1, ValueError, r"rescale them to \[0, 1\]"),
-        (
-            torch.zeros(1, 8, 8),
-            torch.tensor([1, 2]),
-            None,
-            None,
-        ),
+        # the second of two items is the label even when it is not a valid one: passing it over
+        # would replace the image under the flow's class and keep the wrong label
+        (torch.zeros(1, 8, 8), torch.tensor([1, 2]), ValueError, r"labels_getter=None"),
+        (torch.zeros(1, 8, 8), torch.eye(10)[3], ValueError, r"before MixUp/CutMix"),
+        (torch.zeros(1, 8, 8), 3.0, TypeError, r"float label 3\.0; pass class labels as ints"),
+        (torch.zeros(1, 8, 8), 0.5, TypeError, r"labels_getter=None to ignore labels"),
+        (torch.zeros(1, 1, 8, 8), 3, ValueError, r"integer labels of shape \[1\]"),
     ],
-    ids=["shape", "pil-mode", "dtype", "class", "negative", "range", "two-labels-ignored"],
+    ids=[
+        "shape", "pil-mode", "dtype", "class", "negative", "range", "two-labels", "one-hot",
+        "float-label", "fraction-label", "batch-int-label",
+    ],  # fmt: skip
 )
 def test_errors_say_what_to_do(model, bank, inpt, label, error, match):
     aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
-    if error is None:
-        # a 2-element tensor next to a single image is not a label: the flow picks the class
-        out, passed = aug(inpt, label)
-        assert passed is label and out.shape == inpt.shape
-        return
     with pytest.raises(error, match=match):
         aug(inpt, label)
 
@@ -450,6 +473,9 @@ def test_labels_getter_none_ignores_labels(model, bank):
     aug = FlowAugment(model, p=1.0, bank=bank, seed=0, labels_getter=None)
     out, label = aug(grid_image(), 99)  # would be an unknown class if it were read
     assert label == 99 and out.shape == (1, 8, 8)
+    target = torch.tensor([0.2, 0.7])  # e.g. a regression target: passed through untouched
+    out, passed = aug(grid_image(), target)
+    assert passed is target and out.shape == (1, 8, 8)
 
 
 def test_docstring_examples_run():

@@ -205,6 +205,53 @@ def test_bad_inputs_raise_clear_errors(encoder, frame) -> None:
         encoder.decode(np.zeros((2, encoder.dim + 1)))
 
 
+def test_numpy_integer_column_names_survive_json() -> None:
+    # pd.DataFrame(array) then dropping a column leaves numpy ints as column names
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(30, 4)))
+    df[4] = rng.integers(0, 2, 30)
+    df = df.drop(columns=1)
+    enc = TableEncoder.fit(df, label=4)
+    config = json.loads(json.dumps(enc.to_config()))
+    assert [c.name for c in enc.columns] == [0, 2, 3]
+    again = TableEncoder.from_config(config)
+    np.testing.assert_array_equal(again.encode(df, seed=0), enc.encode(df, seed=0))
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinite_values_name_the_column(value) -> None:
+    df = pd.DataFrame({"ok": [1.0, 2.0, 3.0], "spike": [1.0, value, 3.0]})
+    with pytest.raises(ValueError, match="'spike' has 1 infinite value"):
+        TableEncoder.fit(df)
+    enc = TableEncoder.fit(df.replace([np.inf, -np.inf], 2.0))
+    with pytest.raises(ValueError, match="'spike' has 1 infinite value"):
+        enc.encode(df)
+
+
+@pytest.mark.parametrize("categorical", ["zip", ["zip"], ("zip",)])
+def test_categorical_takes_one_name_or_a_list(categorical) -> None:
+    # a string is one column name, never a sequence of one-letter names
+    df = pd.DataFrame({"zip": [1, 2, 3, 1], "z": [1, 2, 1, 2], "i": [0, 1, 0, 1]})
+    enc = TableEncoder.fit(df, categorical=categorical)
+    assert [c.kind for c in enc.columns] == ["categorical", "integer", "integer"]
+
+
+def test_integer_columns_reject_fractional_values_when_encoding() -> None:
+    df = pd.DataFrame({"count": [1, 2, 3, 4], "f": [0.1, 0.2, 0.3, 0.4]})
+    enc = TableEncoder.fit(df)
+    with pytest.raises(ValueError, match="integer column 'count' holds non-integer values"):
+        enc.encode(df.assign(count=df["count"] + 0.5))
+
+
+def test_more_bad_inputs_raise_clear_errors(frame) -> None:
+    with pytest.raises(TypeError, match="label must be one column name"):
+        TableEncoder.fit(frame, label=["label"])
+    with pytest.raises(TypeError, match="categorical must be a column name or a list"):
+        TableEncoder.fit(frame, categorical=1.5)
+    with pytest.raises(TypeError, match="'z' has complex dtype"):
+        TableEncoder.fit(pd.DataFrame({"z": np.array([1 + 1j, 2 - 1j, 3j])}))
+
+
 def test_redequantize_redraws_noise_but_keeps_records(frame, encoder) -> None:
     x = torch.as_tensor(encoder.encode(frame, seed=0))
     mean, std = torch.as_tensor(encoder.mean), torch.as_tensor(encoder.std)

@@ -171,6 +171,21 @@ def test_bad_inputs() -> None:
         FlowOversampler(categorical=["a"], **FAST).fit(X, y)
     with pytest.raises(ValueError, match="not fitted"):
         FlowOversampler().sample(3)
+    with pytest.raises(ValueError, match=r"at least 2 classes to oversample, got only \[0\]"):
+        FlowOversampler(**FAST).fit(X, np.zeros(len(X), dtype=int))
+    frame, labels = imbalanced_iris(as_frame=True)
+    with pytest.raises(ValueError, match="categorical names a column X does not have: 'nope'"):
+        FlowOversampler(categorical="nope", **FAST).fit(frame, labels)
+
+
+@pytest.mark.parametrize("as_frame", [False, True])
+def test_sample_names_the_label_column_like_y(as_frame) -> None:
+    X, y = imbalanced_iris(as_frame=as_frame)
+    sampler = FlowOversampler(random_state=0, **FAST).fit(X, y)
+    rows = sampler.sample({2: 3}, seed=0)
+    label = "target" if as_frame else "y"  # load_iris names its target Series "target"
+    assert list(rows.columns)[-1] == label and rows[label].tolist() == [2, 2, 2]
+    assert not any("flowaug" in str(c) for c in rows.columns)
 
 
 def test_estimator_api_and_pipeline() -> None:

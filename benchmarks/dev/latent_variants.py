@@ -8,8 +8,10 @@ Each labelled set is drawn with a dev seed (100, 101, ...), the CNN is scored on
 nobody labelled (``utility.py --dev``'s protocol), and every arm uses utility.py's own CNN,
 batches and flow. The variants are the ones the stop-8 closing note reports: latent variations
 of all scales, of the coarsest only (``coarse_scales=1``), of the finest only, cross-class
-"style transfer" of latents, resampling with a per-scale temperature, a per-class Gaussian; each
-alone and before RandomAffine. ``--bpd`` fits flows with other budgets and reports dev bits/dim.
+"style transfer" of latents, resampling with a per-scale temperature, a per-class Gaussian, and
+(stop 9) within-class interpolation of two labelled images' latents with a pixel-space
+counterpart; each alone and before RandomAffine. ``--bpd`` fits flows with other budgets and
+reports dev bits/dim.
 """
 
 from __future__ import annotations
@@ -83,6 +85,44 @@ def per_scale_resample(flow: Glow, p: float, t_fine: float, t_coarse: float, see
     return augment
 
 
+def same_class_partners(y: Tensor, gen: torch.Generator) -> Tensor:
+    """For every labelled image, the index of a random labelled image of its class (itself
+    included)."""
+    partner = torch.empty(len(y), dtype=torch.long)
+    for c in y.unique():
+        members = torch.nonzero(y == c).flatten()
+        partner[members] = members[torch.randint(len(members), (len(members),), generator=gen)]
+    return partner
+
+
+@torch.no_grad()
+def latent_interpolation(flow: Glow, x01: Tensor, y: Tensor, p: float, keep_norm: bool, seed: int):
+    """Decode ``(1 - a) eps_i + a eps_j`` for a same-class partner ``j``, ``a ~ U(0, 1)``;
+    ``keep_norm`` divides by ``sqrt((1 - a)^2 + a^2)`` so the mix keeps the prior's scale."""
+    eps = flow.encode(image_to_model(x01, U.LEVELS), y)
+    gen = torch.Generator().manual_seed(seed + 13)
+
+    def make() -> Tensor:
+        a = torch.rand(len(y), 1, generator=gen)
+        mixed = (1 - a) * eps + a * eps[same_class_partners(y, gen)]
+        if keep_norm:
+            mixed = mixed / torch.sqrt((1 - a) ** 2 + a**2)
+        return model_to_image(flow.decode(mixed, y), U.LEVELS)
+
+    return U.swap_in_variations(make, p, 10, seed)
+
+
+def pixel_interpolation(x01: Tensor, y: Tensor, p: float, seed: int):
+    """The pixel-space counterpart: ``(1 - a) x_i + a x_j`` for a same-class partner ``j``."""
+    gen = torch.Generator().manual_seed(seed + 13)
+
+    def make() -> Tensor:
+        a = torch.rand(len(y), 1, 1, 1, generator=gen)
+        return (1 - a) * x01 + a * x01[same_class_partners(y, gen)]
+
+    return U.swap_in_variations(make, p, 10, seed)
+
+
 def latent(cfg: dict[str, Any]) -> Callable:
     return lambda m, x01, y, s, seed: U.flow_latent(m.flow, x01, y, cfg, 10, seed)
 
@@ -104,6 +144,10 @@ ALONE: dict[str, Callable] = {
         m.flow, {"p": 0.25, "temperature": 0.5}, seed
     ),
     "sres.2.8": lambda m, x01, y, s, seed: per_scale_resample(m.flow, 0.25, 0.2, 0.8, seed),
+    "int.5": lambda m, x01, y, s, seed: latent_interpolation(m.flow, x01, y, 0.5, False, seed),
+    "intn.5": lambda m, x01, y, s, seed: latent_interpolation(m.flow, x01, y, 0.5, True, seed),
+    "int.75": lambda m, x01, y, s, seed: latent_interpolation(m.flow, x01, y, 0.75, False, seed),
+    "pix.5": lambda m, x01, y, s, seed: pixel_interpolation(x01, y, 0.5, seed),
 }
 ARMS = dict(ALONE)
 for _name, _make in ALONE.items():
