@@ -399,7 +399,7 @@ class FlowAugment(Transform):
         if x.is_floating_point() and x.numel():
             lo, hi = torch.aminmax(x)
             lo, hi = lo.item(), hi.item()
-            if lo < 0 or hi > 1:
+            if not (lo >= 0 and hi <= 1):  # NaN fails too
                 raise ValueError(
                     f"FlowAugment expected float images in [0, 1], got values in [{lo:.3g}, "
                     f"{hi:.3g}]; rescale them to [0, 1] (e.g. x / 16 for 0..16 level codes) and "

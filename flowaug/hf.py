@@ -144,12 +144,12 @@ class _ImageCodec:
             )
         self.kind, self.dtype = "array", dtype
         shape = getattr(feature, "shape", None)
-        if shape is None:
-            if example is None:
-                raise ValueError(f"column {column!r} is empty; cannot tell its image layout.")
+        if shape is None and example is None:
+            raise ValueError(f"column {column!r} is empty; cannot tell its image layout.")
+        if example is not None:
             arr = np.asarray(example)
-            shape = arr.shape
-            if dtype.startswith("float") and arr.size and (arr.min() < 0 or arr.max() > 1):
+            shape = arr.shape if shape is None else shape
+            if dtype.startswith("float") and arr.size and not (arr.min() >= 0 and arr.max() <= 1):
                 raise ValueError(
                     f"column {column!r} holds float values in [{arr.min():.3g}, {arr.max():.3g}]"
                     "; flowaug expects float images in [0, 1]: rescale the column first."
@@ -179,6 +179,13 @@ class _ImageCodec:
             x = torch.from_numpy(np.array(value.convert(self.mode), dtype=np.uint8))
             return x[None] if x.ndim == 2 else x.permute(2, 0, 1)
         arr = np.asarray(value)
+        if arr.dtype != self.dtype:
+            if self.dtype == "uint8" and arr.size and (arr.min() < 0 or arr.max() > 255):
+                raise ValueError(
+                    f"column {self.column!r} holds values in [{arr.min()}, {arr.max()}], not the "
+                    "0..255 of uint8 images; rescale the column first."
+                )
+            arr = arr.astype(self.dtype)
         x = torch.from_numpy(np.ascontiguousarray(arr))
         if self.layout == "HWC":
             x = x.permute(2, 0, 1)
@@ -440,6 +447,8 @@ def _image_rows(
         model.event_shape,
         req.image_column,
     )
+    if sum(counts.values()) == 0:  # e.g. ratio=0, the baseline run
+        return _no_rows(features)
     job = _ImageJob(
         model,
         counts,
@@ -468,6 +477,10 @@ def _image_rows(
         )
 
 
+def _no_rows(features: Features) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+
+
 def _tabular_rows(
     ds: datasets.Dataset, model: Any, features: Features, req: _Request
 ) -> datasets.Dataset:
@@ -479,6 +492,9 @@ def _tabular_rows(
         n_per_class = {
             v.item(): round(req.ratio * int(n)) for v, n in zip(values, counts, strict=True)
         }
+    wanted = n_per_class.values() if isinstance(n_per_class, Mapping) else [n_per_class]
+    if all(isinstance(n, (int, np.integer)) and n == 0 for n in wanted):
+        return _no_rows(features)
     params = inspect.signature(model.sample_frame).parameters
     kwargs: dict[str, Any] = {}
     if "temperature" in params:
@@ -546,10 +562,17 @@ class SyntheticTransform:
         """How to read array-like images (lists, arrays): from ``features`` or the example."""
         if self._codec is None:
             feature = None if self.features is None else self.features.get(self.image_column)
+            if isinstance(example, Mapping) and {"bytes", "path"} & set(example):
+                raise TypeError(
+                    f"column {self.image_column!r} holds undecoded images (Image(decode=False)); "
+                    f"cast it with ds.cast_column({self.image_column!r}, datasets.Image()) "
+                    "before with_transform."
+                )
             if feature is None:
-                # no Features: the example's dtype and shape tell the layout
+                # no Features: the example's dtype and shape tell the layout (datasets gives
+                # uint8 arrays back as int64 lists)
                 dtype = np.asarray(example).dtype
-                feature = Value("uint8" if dtype == np.uint8 else "float32")
+                feature = Value("uint8" if np.issubdtype(dtype, np.integer) else "float32")
             shape = self.augment.model.event_shape
             self._codec = _ImageCodec(feature, example, shape, self.image_column)
         return self._codec
@@ -558,6 +581,12 @@ class SyntheticTransform:
         if self.image_column not in batch:
             raise KeyError(
                 f"image_column {self.image_column!r} is not in the batch (columns: {list(batch)})."
+            )
+        if self.label_column is not None and self.label_column not in batch:
+            raise KeyError(
+                f"label_column {self.label_column!r} is not in the batch (columns: "
+                f"{list(batch)}); name the label column, or pass label_column=None to let the "
+                "flow assign the class."
             )
         images = batch[self.image_column]
         labels = batch.get(self.label_column) if self.label_column else None

@@ -418,8 +418,17 @@ def test_dataloader_workers(model, bank, context, workers):
         (torch.zeros(1, 1, 8, 8), 3, ValueError, r"integer labels of shape \[1\]"),
     ],
     ids=[
-        "shape", "pil-mode", "dtype", "class", "negative", "range", "two-labels", "one-hot",
-        "float-label", "fraction-label", "batch-int-label",
+        "shape",
+        "pil-mode",
+        "dtype",
+        "class",
+        "negative",
+        "range",
+        "two-labels",
+        "one-hot",
+        "float-label",
+        "fraction-label",
+        "batch-int-label",
     ],  # fmt: skip
 )
 def test_errors_say_what_to_do(model, bank, inpt, label, error, match):

@@ -152,6 +152,32 @@ def test_array_columns_keep_dtype_and_layout(model, tmp_path, feature, shape, dt
     assert 0 <= row["pixels"].min() and row["pixels"].max() <= top
 
 
+@pytest.mark.parametrize("kwargs", [dict(ratio=0), dict(n_per_class=0), dict(n_per_class={1: 0})])
+def test_no_synthetic_rows_gives_the_real_rows_marked(image_ds, model, tmp_path, kwargs):
+    # ratio=0 is the baseline of an experiment: the same Features, nothing added
+    out = hf.augment_dataset(
+        image_ds, model, seed=0, progress=False, cache_dir=str(tmp_path), **kwargs
+    )
+    assert out.features == Features({**FEATURES, "is_synthetic": Value("bool")})
+    assert out.num_rows == 20 and not any(out["is_synthetic"])
+
+
+def test_float_arrays_outside_unit_range_are_rejected(model, tmp_path):
+    values = np.linspace(-1, 1, 2 * 64, dtype=np.float32).reshape(2, 1, 8, 8)  # normalized
+    ds = Dataset.from_dict(
+        {"pixels": values, "label": [0, 1]},
+        features=Features(
+            {"pixels": datasets.Array3D((1, 8, 8), "float32"), "label": Value("int64")}
+        ),
+    )
+    with pytest.raises(
+        ValueError, match=r"float values in \[-1, .*expects float images in \[0, 1\]"
+    ):
+        hf.augment_dataset(
+            ds, model, image_column="pixels", progress=False, cache_dir=str(tmp_path)
+        )
+
+
 def test_imagefolder_on_local_pngs(tmp_path):
     torch.manual_seed(0)
     model = perturb_zero_init(Glow((1, 8, 8), 2, depth=1, hidden=8, levels=17), 0.2).eval()
@@ -272,6 +298,23 @@ def test_with_transform_in_a_dataloader_and_lists(model):
     assert not np.allclose(images.numpy(), values)
 
 
+@pytest.mark.parametrize("with_features", [False, True])
+def test_with_transform_on_uint8_arrays(model, with_features):
+    # datasets hands uint8 arrays back as int64 lists: they are still uint8 images
+    values = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1)).astype(np.uint8)
+    features = Features(
+        {"image": datasets.Array3D((8, 8, 1), "uint8"), "label": ClassLabel(num_classes=10)}
+    )
+    ds = Dataset.from_dict({"image": values, "label": [1] * 6}, features=features)
+    transform = hf.synthetic_transform(
+        model, p=1.0, bank_size=2, seed=0, features=features if with_features else None
+    )
+    rows = ds.with_transform(transform)[:2]
+    out = np.asarray(rows["image"])
+    assert out.shape == (2, 8, 8, 1) and out.min() >= 0 and out.max() <= 255
+    assert not np.array_equal(out, values[:2]) and rows["label"] == [1, 1]
+
+
 def test_with_transform_latent_mode_with_coarse_scales(image_ds, model):
     transform = hf.synthetic_transform(model, p=1.0, mode="latent", coarse_scales=1, seed=0)
     assert transform.augment.coarse_scales == 1
@@ -285,6 +328,12 @@ def test_with_transform_errors(image_ds, model):
     bad = image_ds.with_transform(hf.synthetic_transform(model, p=1.0, image_column="img"))
     with pytest.raises(KeyError, match="image_column 'img' is not in the batch"):
         bad[0]
+    no_label = image_ds.with_transform(hf.synthetic_transform(model, p=1.0, label_column="y"))
+    with pytest.raises(KeyError, match="label_column 'y' is not in the batch"):
+        no_label[0]
+    raw = image_ds.cast_column("image", datasets.Image(decode=False))
+    with pytest.raises(TypeError, match=r"undecoded images \(Image\(decode=False\)\)"):
+        raw.with_transform(hf.synthetic_transform(model, p=1.0, bank_size=2))[0]
     with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\]"):
         hf.synthetic_transform(model, p=2)
 
