@@ -1,4 +1,5 @@
-"""The ``flowaug`` command: ``flowaug quickstart | fit | sample | augment | evaluate``.
+"""The ``flowaug`` command: ``flowaug quickstart | fit | sample | augment | generate |
+evaluate``.
 
 Subcommands live in a registry: a module adds one with :func:`command`::
 
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
+    except (OSError, ValueError, TypeError, ImportError) as err:  # OSError: file system
         print(f"flowaug {args.command}: error: {err}", file=sys.stderr)
         return 1
 
@@ -195,6 +196,7 @@ QUICKSTART_STEPS = 700
 
 def _quickstart_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="flowaug-quickstart", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     _add_training_arguments(p, QUICKSTART_STEPS)
     p.add_argument("--temperature", type=float, default=0.7, help="temperature of the samples")
 
@@ -218,10 +220,13 @@ def _quickstart(args: argparse.Namespace) -> int:
     from flowaug.data import load_sklearn
     from flowaug.flows.glow import Glow
     from flowaug.plots import save_training_curve
+    from flowaug.sampling import _check_temperature
     from flowaug.training import FlowTrainer, TrainConfig
 
     started = time.perf_counter()
     out = Path(args.out)
+    _check_out_dir(out, args.overwrite, [])
+    _check_temperature(args.temperature)  # before training, not after saving the model
     data = load_sklearn("digits")
     labels = data.y.numpy()
     index = np.arange(len(data))
@@ -282,8 +287,13 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, help="flow steps per scale")
     p.add_argument("--hidden", type=int, help="width of the coupling networks")
     p.add_argument("--dropout", type=float, help="dropout in the coupling networks")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="steps between checkpoints (none without it, so nothing for --resume)",
+    )
     p.add_argument("--resume", action="store_true", help="resume from OUT/checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
 
 
 @command(
@@ -299,6 +309,15 @@ def _fit(args: argparse.Namespace) -> int:
     from flowaug.training import FlowTrainer, build_model, default_config, train_val_split
 
     out = Path(args.out)
+    # --resume continues in a non-empty --out; a model inside --data would become a class
+    _check_out_dir(out, args.overwrite or args.resume, [("--data", args.data)])
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    if args.resume and not (out / "checkpoints").is_dir():
+        raise ValueError(
+            f"--resume: {out / 'checkpoints'} does not exist; checkpoints are written only "
+            "with --checkpoint-every N. Drop --resume to start afresh."
+        )
     data = load_data(args.data, levels=args.levels)
     if args.val_fraction > 0:
         train, val = train_val_split(data, args.val_fraction, args.seed)
@@ -377,7 +396,7 @@ def _sample(args: argparse.Namespace) -> int:
     classes = list(range(max(model.num_classes, 1)))
     grid = _class_grid(model, args.n, args.temperature, args.seed, classes)
     path = Path(args.grid) if args.grid else Path(args.model) / "samples.png"
-    save_sample_grid(
+    path = save_sample_grid(
         grid, path, row_labels=_class_names(model), title=f"temperature {args.temperature}"
     )
     print(f"{len(classes)} x {args.n} samples -> {path}")
@@ -386,8 +405,11 @@ def _sample(args: argparse.Namespace) -> int:
         if model.levels is not None:
             x = np.rint(x * (model.levels - 1)).astype(np.int64)
         y = np.repeat(np.asarray(classes), args.n)
-        np.savez(args.save, x=x, y=y)
-        print(f"samples -> {args.save}")
+        save = Path(args.save)
+        save = save if save.suffix == ".npz" else save.with_name(save.name + ".npz")
+        save.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(save, x=x, y=y)
+        print(f"samples -> {save}")
     return 0
 
 
@@ -411,9 +433,16 @@ def _check_out_dir(out: Path, overwrite: bool, keep: Sequence[tuple[str, str]]) 
             "choose another folder."
         )
     for what, text in keep:
-        if not text.startswith("sklearn:") and _inside(Path(text), out):
+        if text.startswith("sklearn:"):
+            continue
+        if _inside(Path(text), out):
             raise ValueError(
                 f"--out {str(out)!r} would replace {what} {text!r}; write the result elsewhere."
+            )
+        if _inside(out, Path(text)):
+            raise ValueError(
+                f"--out {str(out)!r} lies inside {what} {text!r}, which would then hold the "
+                "output too; write the result elsewhere."
             )
 
 
@@ -527,6 +556,7 @@ def _augment(args: argparse.Namespace) -> int:
     from flowaug.data import find_columns, load_hf_dataset
     from flowaug.hf import augment_dataset
     from flowaug.io import load
+    from flowaug.sampling import _check_threshold
 
     out = Path(args.out)
     _check_out_dir(out, args.overwrite, [("--data", args.data), ("the model", args.model)])
@@ -538,6 +568,7 @@ def _augment(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-per-class must be >= 0, got {args.n_per_class}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    _check_threshold(args.filter_threshold)
     started = time.perf_counter()
     model = load(args.model)
     ds = load_hf_dataset(args.data)

@@ -119,15 +119,19 @@ def _image_to_chw(image: Any, where: str) -> Tensor:
     )
 
 
-def _stack_images(images: Sequence[Any], what: str) -> Tensor:
-    tensors = [_image_to_chw(img, f"{what}[{i}]") for i, img in enumerate(images)]
+def _stack_images(
+    images: Sequence[Any], what: str, names: Sequence[str] | None = None
+) -> Tensor:
+    """Images -> ``[N, C, H, W]``; ``names`` (e.g. file paths) name the items in errors."""
+    names = [f"{what}[{i}]" for i in range(len(images))] if names is None else list(names)
+    tensors = [_image_to_chw(img, name) for img, name in zip(images, names, strict=True)]
     if not tensors:
         raise ValueError(f"{what} is empty; need at least one sample.")
     shape = tensors[0].shape
-    for i, t in enumerate(tensors):
+    for name, t in zip(names, tensors, strict=True):
         if t.shape != shape:
             raise ValueError(
-                f"{what}[{i}] has shape {list(t.shape)} but {what}[0] has {list(shape)}; flows "
+                f"{name} has shape {list(t.shape)} but {names[0]} has {list(shape)}; flows "
                 "need one image size: resize the images first (e.g. torchvision v2.Resize)."
             )
     return torch.stack(tensors)
@@ -433,11 +437,19 @@ def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> Flo
         )
     opened = []
     for f in files:
-        with Image.open(f) as img:
-            img.load()
-            opened.append(img)
+        try:
+            with Image.open(f) as img:
+                img.load()
+        except OSError as err:  # PIL.UnidentifiedImageError, truncated files
+            raise ValueError(f"{f} is not a readable image ({err}); remove or replace it.") from err
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            raise ValueError(
+                f"{f} is a {img.mode!r} (16-bit or float) image; flowaug reads 8-bit images "
+                "(L, RGB): convert the folder to 8-bit first."
+            )
+        opened.append(img)
     mode = "L" if all(img.mode in ("L", "1") for img in opened) else "RGB"
-    x = _stack_images([img.convert(mode) for img in opened], str(root))
+    x = _stack_images([img.convert(mode) for img in opened], str(root), [str(f) for f in files])
     return _finish(x, labels, levels, classes, str(root))
 
 
@@ -475,7 +487,13 @@ def load_data(spec: str | os.PathLike, levels: int | None = None) -> FlowData:
     """
     text = str(spec)
     if text.startswith("sklearn:"):
-        return load_sklearn(text.split(":", 1)[1])
+        data = load_sklearn(text.split(":", 1)[1])
+        if levels is not None and levels != data.levels:
+            raise ValueError(
+                f"--data {text!r} comes with its own levels ({data.levels}); levels={levels} "
+                "applies to image folders and saved datasets only: leave it unset."
+            )
+        return data
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(

@@ -18,9 +18,12 @@ __all__ = ["save_sample_grid", "save_training_curve"]
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    """Lay out ``fig``, write it to ``path`` (parents created) and return the path."""
+    """Lay out ``fig``, write it to ``path`` (parents created; ``.png`` added when the name
+    has no suffix, as matplotlib does) and return the path written."""
     fig.tight_layout()
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path

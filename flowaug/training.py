@@ -893,7 +893,9 @@ def default_config(num_train: int, seed: int = 0, **overrides: Any) -> TrainConf
     Small data sets overfit within a few epochs, so evaluation is frequent (about once per
     epoch), early stopping patient enough to ride out noise, and the run short.
     """
-    batch = int(min(64, max(8, num_train // 8)))
+    if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 1:
+        raise ValueError(f"num_train must be an int >= 1 (training samples), got {num_train!r}.")
+    batch = int(min(num_train, 64, max(8, num_train // 8)))  # never more than the data holds
     per_epoch = max(1, num_train // batch)
     small = num_train < 5000
     settings: dict[str, Any] = dict(

@@ -90,11 +90,7 @@ def test_fit_then_sample(tmp_path, capsys):
 
 
 def test_fit_reads_an_image_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        folder = tmp_path / "images" / ("cats" if i % 2 else "dogs")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    write_image_folder(tmp_path / "images", 8)
     out = tmp_path / "model"
     args = ["fit", "--data", str(tmp_path / "images"), "--out", str(out), "--val-fraction", "0"]
     assert main([*args, "--steps", "2", "--batch-size", "4", "--no-progress", *TINY_MODEL]) == 0
@@ -113,6 +109,15 @@ def test_fit_reads_an_image_folder(tmp_path):
         (["augment", "m", "--data", "sklearn:digits", "--out", "x", "--ratio", "nan"], "--ratio"),
         (["evaluate", "/no/such/model", "--data", "sklearn:digits"], "not a directory"),
         (["evaluate", "m", "--data", "sklearn:digits", "--n-per-class", "0"], "--n-per-class"),
+        # checked before any training, so nothing is written
+        (["quickstart", "--out", "qs-never", "--temperature", "-1"], "temperature must be"),
+        (["fit", "--data", "sklearn:digits", "--out", "x", "--val-fraction", "1"], "[0, 1)"),
+        (["fit", "--data", "sklearn:digits", "--out", "x", "--levels", "5"], "own levels (17)"),
+        (["fit", "--data", "sklearn:digits", "--out", "x", "--resume"], "--checkpoint-every"),
+        (
+            ["augment", "m", "--data", "sklearn:digits", "--out", "x", "--filter-threshold", "2"],
+            "filter_threshold must be in [0, 1)",
+        ),
     ],
 )
 def test_errors_are_reported_without_a_traceback(capsys, argv, fragment):
@@ -120,6 +125,80 @@ def test_errors_are_reported_without_a_traceback(capsys, argv, fragment):
     err = capsys.readouterr().err
     assert err.startswith(f"flowaug {argv[0]}: error:") and fragment in err
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
+
+
+@pytest.mark.parametrize("name", ["quickstart", "fit"])
+def test_a_finished_output_is_never_replaced_without_overwrite(tmp_path, capsys, name):
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"a finished model")
+    argv = [name, "--out", str(out), "--steps", "1", "--no-progress"]
+    if name == "fit":
+        argv += ["--data", "sklearn:iris"]
+    assert main(argv) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == b"a finished model"
+
+
+def test_fit_never_writes_inside_its_data(tmp_path, capsys):
+    images = write_image_folder(tmp_path / "images", 4)
+    assert main(["fit", "--data", str(images), "--out", str(images / "model")]) == 1
+    assert "lies inside --data" in capsys.readouterr().err
+    assert not (images / "model").exists()
+
+
+def write_image_folder(root, n, size=(8, 8)):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / ("cats" if i % 2 else "dogs")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("problem", ["size", "corrupt", "16-bit"])
+def test_bad_image_files_are_named_in_one_line(tmp_path, capsys, problem):
+    images = write_image_folder(tmp_path / "images", 4)
+    bad = images / "cats" / "bad.png"
+    if problem == "size":
+        Image.fromarray(np.zeros((16, 12), dtype=np.uint8)).save(bad)
+    elif problem == "corrupt":
+        bad.write_bytes(b"not a png")
+    else:
+        Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(bad)
+    assert main(["fit", "--data", str(images), "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_on_fewer_images_than_the_default_batch(tmp_path):
+    images = write_image_folder(tmp_path / "images", 6)  # 5 training images after the split
+    out = tmp_path / "model"
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(images),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--no-progress",
+                *TINY_MODEL,
+            ]
+        )
+        == 0
+    )
+    assert flowaug.load(out).class_names == ["cats", "dogs"]
+
+
+def test_sample_reports_the_files_it_wrote(tmp_path, capsys, digits_model):
+    argv = ["sample", str(digits_model), "--n", "1", "--grid", str(tmp_path / "g")]
+    assert main([*argv, "--save", str(tmp_path / "deep" / "s")]) == 0
+    out = capsys.readouterr().out
+    assert f"-> {tmp_path / 'g.png'}" in out and f"-> {tmp_path / 'deep' / 's.npz'}" in out
+    assert (tmp_path / "g.png").is_file() and (tmp_path / "deep" / "s.npz").is_file()
 
 
 def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys, monkeypatch):
