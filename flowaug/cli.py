@@ -328,7 +328,10 @@ def _fit(args: argparse.Namespace) -> int:
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        model = build_model(data, **model_kwargs)
+        if data.is_image or data.y is None:
+            model = build_model(data, **model_kwargs)
+        else:  # a labelled table: a TabularFlow with column encoders, so sample/augment work
+            model, train, val = _table_model(train, val, args.seed, model_kwargs)
     overrides: dict[str, Any] = dict(
         output_dir=str(out),
         progress=not args.no_progress,
@@ -360,6 +363,22 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):
+    """A ``TabularFlow.from_frame`` model for labelled feature vectors, its encoders learned on
+    the training part, and both parts encoded by them: ``(model, train, val)``. The frame has
+    the columns ``to_hf_dataset`` gives the same data (``flowaug augment --data`` reads it so)."""
+    from flowaug.data import FlowData, to_hf_dataset
+    from flowaug.flows.tabular import TabularFlow
+
+    def encoded(model: Any, part: Any) -> Any:
+        x, y = model.encode_frame(to_hf_dataset(part).to_pandas(), seed=seed)
+        names, k = part.class_names, part.num_classes
+        return FlowData(x.cpu(), y.cpu(), class_names=names, num_classes=k)
+
+    model = TabularFlow.from_frame(to_hf_dataset(train).to_pandas(), label="label", **model_kwargs)
+    return model, encoded(model, train), None if val is None else encoded(model, val)
+
+
 # --- sample ----------------------------------------------------------------------------------
 
 
@@ -370,13 +389,14 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
         "--grid", help="PNG of the samples, one row per class (default MODEL/samples.png)"
     )
     p.add_argument("--save", help="also write the samples to this .npz file (x, y)")
+    p.add_argument("--csv", help="tables: the sampled rows as CSV (default MODEL/samples.csv)")
     p.add_argument("--temperature", type=float, default=0.7, help="scale of the latent noise")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
 
 
 @command(
     "sample",
-    help="draw class-conditional samples from a saved model",
+    help="draw class-conditional samples from a saved model (a PNG grid, or CSV for tables)",
     arguments=_sample_arguments,
 )
 def _sample(args: argparse.Namespace) -> int:
@@ -389,10 +409,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}.")
     model = load(args.model)
     if len(model.event_shape) != 3:
-        raise ValueError(
-            f"{args.model} holds a {type(model).__name__} for feature vectors; sample grids "
-            "need an image model."
-        )
+        return _sample_table(model, args)
     classes = list(range(max(model.num_classes, 1)))
     grid = _class_grid(model, args.n, args.temperature, args.seed, classes)
     path = Path(args.grid) if args.grid else Path(args.model) / "samples.png"
@@ -410,6 +427,22 @@ def _sample(args: argparse.Namespace) -> int:
         save.parent.mkdir(parents=True, exist_ok=True)
         np.savez(save, x=x, y=y)
         print(f"samples -> {save}")
+    return 0
+
+
+def _sample_table(model: Any, args: argparse.Namespace) -> int:
+    """``flowaug sample`` on a table model: ``--n`` rows per class as CSV, a preview printed."""
+    if getattr(model, "encoder", None) is None:
+        raise ValueError(
+            f"{args.model} holds a {type(model).__name__} without column encoders; sample it in "
+            "Python (model.sample), or fit it with `flowaug fit` on labelled data."
+        )
+    frame = model.sample_frame(args.n, args.temperature, args.seed)
+    path = Path(args.csv) if args.csv else Path(args.model) / "samples.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    print(frame.head(10).to_string(max_cols=8))
+    print(f"{len(frame)} rows ({args.n} per class) -> {path}")
     return 0
 
 

@@ -59,6 +59,8 @@ class FlowData:
         levels: intensity levels of integer images (``None`` for float data).
         class_names: one name per class, or ``None``.
         num_classes: number of classes (0 when unlabelled).
+        feature_names: for feature vectors, one name per feature (e.g. scikit-learn's), or
+            ``None`` (``x0, x1, ...``).
     """
 
     x: Tensor
@@ -66,6 +68,7 @@ class FlowData:
     levels: int | None = None
     class_names: list[str] | None = None
     num_classes: int = 0
+    feature_names: list[str] | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -409,9 +412,10 @@ def load_sklearn(name: str) -> FlowData:
     if name == "digits":
         x = torch.as_tensor(bunch.images.astype(np.int64))[:, None]
         return _finish(x, bunch.target, 17, names, "digits")
-    return _finish(
+    data = _finish(
         torch.as_tensor(bunch.data, dtype=torch.float32), bunch.target, None, names, name
     )
+    return replace(data, feature_names=[str(f) for f in bunch.feature_names])
 
 
 def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> FlowData:
@@ -541,7 +545,8 @@ def to_hf_dataset(data: FlowData, image_column: str = "image", label_column: str
     Integer images with at most 256 levels and 1 or 3 channels become 8-bit PIL images in an
     ``Image`` column (level ``k`` -> ``round(k * 255 / (levels - 1))``, as for scikit-learn's
     digits in ``recipes/hf_pipeline.py``); other images become float32 ``Array3D`` columns
-    ``[C, H, W]`` in ``[0, 1]``; feature vectors become float32 columns ``x0, x1, ...``.
+    ``[C, H, W]`` in ``[0, 1]``; feature vectors become float32 columns named by
+    ``data.feature_names`` (``x0, x1, ...`` without them).
     """
     import datasets
     import PIL.Image
@@ -571,10 +576,16 @@ def to_hf_dataset(data: FlowData, image_column: str = "image", label_column: str
         features = datasets.Features({image_column: feature, label_column: label})
     else:
         x = data.x.float().numpy()
+        feature_names = data.feature_names or [f"x{i}" for i in range(x.shape[1])]
+        if len(feature_names) != x.shape[1] or label_column in feature_names:
+            raise ValueError(
+                f"feature_names must name the {x.shape[1]} features, none of them "
+                f"{label_column!r}; got {feature_names}."
+            )
         features = datasets.Features(
-            {**{f"x{i}": datasets.Value("float32") for i in range(x.shape[1])}, label_column: label}
+            {**{n: datasets.Value("float32") for n in feature_names}, label_column: label}
         )
-        columns.update({f"x{i}": x[:, i] for i in range(x.shape[1])})
+        columns.update({n: x[:, i] for i, n in enumerate(feature_names)})
     columns[label_column] = data.y.tolist()
     return datasets.Dataset.from_dict(columns, features=features)
 

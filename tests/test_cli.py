@@ -318,6 +318,27 @@ def test_evaluate_a_tabular_model(tmp_path, capsys):
     assert np.isfinite(report["bits_per_dim"])
 
 
+def test_a_fitted_table_samples_to_csv_and_augments(tmp_path, capsys):
+    # fit -> sample -> augment on a table: the model learns column encoders from the same
+    # columns `augment --data` reads
+    import pandas as pd
+
+    model = tmp_path / "wine"
+    assert main(["fit", "--data", "sklearn:wine", "--out", str(model), *TINY_FIT, *TINY_MODEL]) == 0
+    assert main(["sample", str(model), "--n", "4", "--csv", str(tmp_path / "rows.csv")]) == 0
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    features = list(load_sklearn("wine").feature_names)
+    assert list(rows.columns) == [*features, "label"] and len(rows) == 12
+    assert rows["label"].value_counts().to_dict() == {0: 4, 1: 4, 2: 4}
+    out = tmp_path / "aug"
+    argv = ["augment", str(model), "--data", "sklearn:wine", "--out", str(out)]
+    assert main([*argv, "--n-per-class", "5", "--no-progress"]) == 0
+    aug = datasets.load_from_disk(str(out))
+    assert aug.num_rows == 178 + 15 and sum(aug["is_synthetic"]) == 15
+    assert list(aug.features) == [*features, "label", "is_synthetic"]
+    capsys.readouterr()
+
+
 def test_generate_writes_shards_and_a_rerun_writes_nothing(
     tmp_path, capsys, digits_model, small_digits
 ):
