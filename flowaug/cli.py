@@ -701,7 +701,7 @@ def _generate(args: argparse.Namespace) -> int:
     # without cpu=True, a rank of a multi-process CPU launch runs as a lone process
     state = PartialState(cpu=not torch.cuda.is_available())
     model = load(args.model).to(state.device)
-    like = load_hf_dataset(args.like)
+    like = load_hf_dataset(args.like, option="--like")
     image_column, label_column = find_columns(like.features, args.image_column, args.label_column)
     if image_column is None or label_column is None:
         raise ValueError(

@@ -480,7 +480,9 @@ def _load_hf_directory(path: Path, levels: int | None) -> FlowData:
     return as_flow_data(_load_hf_split(path), levels=levels)
 
 
-def load_data(spec: str | os.PathLike, levels: int | None = None) -> FlowData:
+def load_data(
+    spec: str | os.PathLike, levels: int | None = None, option: str = "--data"
+) -> FlowData:
     """Load the data a CLI ``--data`` argument names.
 
     Args:
@@ -488,24 +490,25 @@ def load_data(spec: str | os.PathLike, levels: int | None = None) -> FlowData:
             ``datasets.Dataset.save_to_disk`` (``DatasetDict``: its ``train`` split), or an image
             folder ``root/<class>/<image>``. Nothing is downloaded.
         levels: intensity levels for integer data that does not imply them.
+        option: the command-line option that named ``spec``, for error messages.
     """
     text = str(spec)
     if text.startswith("sklearn:"):
         data = load_sklearn(text.split(":", 1)[1])
         if levels is not None and levels != data.levels:
             raise ValueError(
-                f"--data {text!r} comes with its own levels ({data.levels}); levels={levels} "
+                f"{option} {text!r} comes with its own levels ({data.levels}); levels={levels} "
                 "applies to image folders and saved datasets only: leave it unset."
             )
         return data
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(
-            f"--data {text!r}: no such file or directory; use sklearn:<name> "
+            f"{option} {text!r}: no such file or directory; use sklearn:<name> "
             f"({', '.join(SKLEARN_DATASETS)}), a saved datasets directory or an image folder."
         )
     if not path.is_dir():
-        raise ValueError(f"--data {text!r} must be a directory (saved dataset or image folder).")
+        raise ValueError(f"{option} {text!r} must be a directory (saved dataset or image folder).")
     markers = ("dataset_info.json", "state.json", "dataset_dict.json")
     if any((path / m).is_file() for m in markers):
         return _load_hf_directory(path, levels)
@@ -590,7 +593,7 @@ def to_hf_dataset(data: FlowData, image_column: str = "image", label_column: str
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def load_hf_dataset(spec: str | os.PathLike):
+def load_hf_dataset(spec: str | os.PathLike, option: str = "--data"):
     """The data a CLI ``--data`` argument names, as a ``datasets.Dataset``.
 
     A ``save_to_disk`` directory is read with ``datasets.load_from_disk`` as it is (a
@@ -603,5 +606,5 @@ def load_hf_dataset(spec: str | os.PathLike):
     markers = ("dataset_info.json", "state.json", "dataset_dict.json")
     saved = path.is_dir() and any((path / m).is_file() for m in markers)
     if text.startswith("sklearn:") or not saved:
-        return to_hf_dataset(load_data(spec))  # errors for missing paths come from load_data
+        return to_hf_dataset(load_data(spec, option=option))  # errors name the option
     return _load_hf_split(path)

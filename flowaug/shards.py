@@ -97,6 +97,14 @@ def _process_layout(process_index: int | None, num_processes: int | None) -> tup
     return int(process_index), int(num_processes)
 
 
+# what a user changed, for each manifest entry that can differ
+_MANIFEST_NAMES = {
+    "model": "the model's weights",
+    "features": "the features of the reference dataset",
+    "shards": "n_per_class or rows_per_shard",
+}
+
+
 def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest, or check that the one there describes the same request."""
     path = out_dir / MANIFEST
@@ -104,10 +112,15 @@ def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     if path.exists():
         existing = json.loads(path.read_text())
         if existing != manifest:
-            changed = sorted(k for k in manifest if existing.get(k) != manifest[k])
+            changed = [
+                _MANIFEST_NAMES.get(k, k)
+                for k in sorted(manifest)
+                if existing.get(k) != manifest[k]
+            ]
             raise ValueError(
-                f"{out_dir} holds shards of a different request (differs in {changed}); write to "
-                "a new directory, or delete this one to start over."
+                f"{out_dir} holds shards of a different request (it differs in: "
+                f"{', '.join(changed)}); write to a new directory, or delete this one to start "
+                "over."
             )
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -178,6 +191,14 @@ def write_synthetic_shards(
         ds.features[image_column], _first_value(ds, image_column), model.event_shape, image_column
     )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} exists and is not a directory.")
+    visible = [] if not out.is_dir() else [f for f in out.iterdir() if not f.name.startswith(".")]
+    if visible and not (out / MANIFEST).exists():  # other ranks' temporary files are hidden
+        raise ValueError(
+            f"out_dir {str(out)!r} is not empty and holds no synthetic shards (no {MANIFEST}); "
+            "write the shards to a new directory."
+        )
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format": _FORMAT,

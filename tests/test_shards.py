@@ -100,6 +100,15 @@ def test_a_different_request_in_the_same_directory_is_refused(model, tmp_path):
     write_all(ds, model, tmp_path, 1, n_per_class=1, seed=0)
     with pytest.raises(ValueError, match=r"different request.*seed"):
         write_all(ds, model, tmp_path, 1, n_per_class=1, seed=1)
+    with pytest.raises(ValueError, match=r"differs in: n_per_class or rows_per_shard\)"):
+        write_all(ds, model, tmp_path, 1, n_per_class=2, seed=0)
+
+
+def test_a_folder_of_something_else_is_refused(model, tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # e.g. a model folder
+    with pytest.raises(ValueError, match="is not empty and holds no synthetic shards"):
+        write_all(reference("image"), model, tmp_path, 1, n_per_class=1)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["config.json"]
 
 
 @pytest.mark.parametrize(
