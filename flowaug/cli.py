@@ -352,6 +352,11 @@ def _fit(args: argparse.Namespace) -> int:
         f"samples of shape {list(data.event_shape)}, {data.num_classes} classes; "
         f"{type(model).__name__}, {config.max_steps} steps max"
     )
+    if data.y is None:
+        print(
+            f"note: {args.data} has no labels, so this model is unconditional; class-conditional "
+            "sampling and `flowaug augment` need labelled data."
+        )
     history = FlowTrainer(model, config).fit(
         train, val, resume_from="latest" if args.resume else None
     )

@@ -191,6 +191,8 @@ def test_bad_input_gets_a_clear_error(x, y, error, match):
         (dict(image_shape=(1, 8, 8), num_classes=-1), "num_classes"),
         (dict(image_shape=(1, 8, 8), levels=1), "levels"),
         (dict(image_shape=(1, 8, 8), coupling="additive"), "coupling"),
+        (dict(image_shape=(1, 8, 8), hidden=0), r"hidden .* must be an int >= 1, got 0"),
+        (dict(image_shape=(1, 8, 8), dropout=1.0), r"dropout must be a probability in \[0, 1\)"),
     ],
 )
 def test_bad_configuration_gets_a_clear_error(kwargs, match):

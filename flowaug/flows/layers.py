@@ -171,6 +171,16 @@ class CouplingNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(
+                f"hidden (the coupling networks' width) must be an int >= 1, got {hidden!r}."
+            )
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0 <= dropout < 1
+        ):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
         self.spatial = spatial
         if spatial:
             self.inp = nn.Conv2d(in_channels, hidden, 3, padding=1)
