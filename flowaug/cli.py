@@ -319,6 +319,8 @@ def _fit(args: argparse.Namespace) -> int:
             "with --checkpoint-every N. Drop --resume to start afresh."
         )
     data = load_data(args.data, levels=args.levels)
+    if args.overwrite and not args.resume and (out / "checkpoints").is_dir():
+        shutil.rmtree(out / "checkpoints")  # an earlier run's: this one starts afresh
     if args.val_fraction > 0:
         train, val = train_val_split(data, args.val_fraction, args.seed)
     else:

@@ -129,7 +129,11 @@ def save_tensors(
     metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Atomically write a dict of tensors as safetensors; returns the file's SHA-256 (hex)."""
-    data = save_safetensors_bytes(_tensors_for_saving(tensors), metadata=dict(metadata or {}))
+    # metadata=None when there is none: safetensors 0.8 writes an unreadable header for no
+    # tensors with an empty metadata dict (a checkpoint's extras without EMA or best weights)
+    data = save_safetensors_bytes(
+        _tensors_for_saving(tensors), metadata=dict(metadata) if metadata else None
+    )
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 

@@ -55,6 +55,8 @@ def as_matrix(x: Any, name: str = "x") -> Tensor:
         )
     if x.ndim == 0:
         raise ValueError(f"{name} must have shape [N, ...], got a scalar.")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no rows; need at least one sample [N, ...] with N >= 1.")
     x = x.detach().cpu().reshape(x.shape[0], -1).double()
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf values; clean or impute them first.")
@@ -137,7 +139,7 @@ def memorization_report(
     """Are synthetic samples copies of training samples?
 
     For each synthetic sample, ``dcr`` is the distance to its closest training sample. The
-    baseline is the distance of a training sample to its nearest *other* training sample
+    baseline is the distance of a training sample to its nearest *other distinct* training sample
     (computed for ``baseline_size`` random training rows against all of them). A synthetic
     sample is a near-copy when ``dcr / median(baseline) < threshold``.
 
@@ -159,11 +161,19 @@ def memorization_report(
         :func:`nearest_neighbors`.
     """
     syn, tr = as_matrix(synthetic, "synthetic"), as_matrix(train, "train")
-    if tr.shape[0] < 2:
-        raise ValueError(f"train needs at least 2 rows for a baseline, got {tr.shape[0]}.")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
         raise ValueError(f"threshold must be a number > 0, got {threshold!r}.")
+    if baseline_size is not None and (isinstance(baseline_size, bool) or baseline_size < 1):
+        raise ValueError(f"baseline_size must be an int >= 1 or None, got {baseline_size!r}.")
     dcr, _ = nearest_neighbors(syn, tr, chunk_size)
+    # the baseline is the spacing of *distinct* training rows: with repeated rows (an
+    # oversampled table) it would be 0 and every synthetic row would count as "not near"
+    n_train = int(tr.shape[0])
+    tr = torch.unique(tr, dim=0)
+    if tr.shape[0] < 2:
+        raise ValueError(
+            f"train needs at least 2 distinct rows for a baseline, got {tr.shape[0]}."
+        )
     if baseline_size is not None and baseline_size < tr.shape[0]:
         g = torch.Generator().manual_seed(seed)
         rows = torch.randperm(tr.shape[0], generator=g)[:baseline_size]
@@ -182,7 +192,7 @@ def memorization_report(
     n = max(syn.shape[0], 1)
     return {
         "n_synthetic": int(syn.shape[0]),
-        "n_train": int(tr.shape[0]),
+        "n_train": n_train,
         "dim": int(syn.shape[1]),
         "threshold": float(threshold),
         "dcr": summary(dcr),

@@ -128,6 +128,23 @@ class TrainConfig:
     cpu: bool = False
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # numpy scalars (e.g. from a sweep over np.arange) as Python's
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+                setattr(self, f.name, value.item())
+        for name in ("progress", "cpu"):
+            value = getattr(self, name)
+            if isinstance(value, np.bool_):
+                setattr(self, name, bool(value))
+            elif not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}.")
+        if self.output_dir is not None:
+            if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+                raise TypeError(
+                    f"output_dir must be a folder path (str or Path) or None, got "
+                    f"{self.output_dir!r}."
+                )
+            self.output_dir = str(self.output_dir)
         positive_ints = (
             "batch_size",
             "max_steps",
@@ -436,6 +453,15 @@ class FlowTrainer:
         levels = getattr(model, "levels", None) if train_data.is_discrete else None
 
         state = _RunState()
+        root = self._checkpoint_root()
+        if resume_from is None and cfg.checkpoint_every is not None and root is not None:
+            earlier = _list_checkpoints(root)
+            if earlier:
+                raise ValueError(
+                    f"{root} holds checkpoints of an earlier run (up to {earlier[-1].name}); "
+                    "pass resume_from='latest' to continue it, or use another output_dir (or "
+                    "delete that folder) to start afresh."
+                )
         checkpoint = self._find_checkpoint(resume_from)
         if checkpoint is not None:
             state = self._load_checkpoint(checkpoint, n)
@@ -690,9 +716,9 @@ class FlowTrainer:
         if acc.is_main_process:
             root.mkdir(parents=True, exist_ok=True)
             final = root / f"step_{state.step:08d}"
+            for stale in root.glob(".tmp-step_*"):  # left by a run killed mid-save
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = root / f".tmp-{final.name}-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
             tmp.mkdir()
             hashes = {
                 "model.safetensors": save_tensors(
@@ -725,13 +751,31 @@ class FlowTrainer:
     def _load_checkpoint(self, path: Path, n: int) -> _RunState:
         meta = _read_trainer_state(path)
         saved = meta.get("config", {})
-        for key in ("seed", "batch_size"):
-            if saved.get(key) != getattr(self.config, key):
-                raise ValueError(
-                    f"checkpoint {path} was written with {key}={saved.get(key)!r}, this run has "
-                    f"{key}={getattr(self.config, key)!r}; resume with the same {key} (or start "
-                    "a fresh output_dir)."
-                )
+        now = json.loads(json.dumps(self.config.to_dict()))
+        changed = [
+            f"{key}={saved.get(key)!r} -> {now[key]!r}"
+            for key in now
+            if key not in _RESUMABLE_CHANGES and saved.get(key) != now[key]
+        ]
+        if changed:
+            raise ValueError(
+                f"checkpoint {path} was written with other settings than this run has: "
+                f"{', '.join(changed)}; resume with the same settings (only "
+                f"{', '.join(sorted(_RESUMABLE_CHANGES))} may change) or start a fresh "
+                "output_dir."
+            )
+        model_config = json.loads(json.dumps(getattr(self.model, "config", None)))
+        if "model_config" in meta and meta["model_config"] != model_config:
+            keys = sorted(set(meta["model_config"] or {}) | set(model_config or {}))
+            diff = [
+                f"{k}={(meta['model_config'] or {}).get(k)!r} -> {(model_config or {}).get(k)!r}"
+                for k in keys
+                if (meta["model_config"] or {}).get(k) != (model_config or {}).get(k)
+            ]
+            raise ValueError(
+                f"checkpoint {path} is of a model built differently ({', '.join(diff)}); "
+                "resume into a model built with the same arguments."
+            )
         if meta.get("num_train") != n:
             raise ValueError(
                 f"checkpoint {path} was trained on {meta.get('num_train')} samples, this run "
@@ -826,6 +870,12 @@ def _read_trainer_state(path: Path) -> dict[str, Any]:
         return json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{file} is unreadable ({err}); resume from another checkpoint.") from err
+
+
+# TrainConfig fields a resumed run may change: they do not shape the weights' trajectory
+_RESUMABLE_CHANGES = frozenset(
+    {"progress", "output_dir", "checkpoint_every", "keep_checkpoints", "max_time", "cpu"}
+)
 
 
 def _list_checkpoints(root: Path) -> list[Path]:

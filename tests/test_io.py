@@ -212,3 +212,18 @@ def test_tabular_flow_round_trip(tmp_path):
     assert type(loaded).__name__ == "TabularFlow"
     assert loaded.class_names == model.class_names
     assert torch.equal(loaded.log_prob(x, y), model.log_prob(x, y))
+
+
+@pytest.mark.parametrize(
+    "tensors,metadata",
+    [({}, None), ({}, {}), ({}, {"kind": "extras"}), ({"w": torch.arange(3.0)}, {})],
+    ids=["empty", "empty-metadata", "metadata-only", "tensors"],
+)
+def test_tensor_files_round_trip_even_when_empty(tmp_path, tensors, metadata):
+    # a checkpoint of a run without validation or EMA has no extra tensors
+    from flowaug.io import load_tensors, save_tensors
+
+    digest = save_tensors(tensors, tmp_path / "t.safetensors", metadata)
+    back = load_tensors(tmp_path / "t.safetensors", digest)
+    assert back.keys() == tensors.keys()
+    assert all(torch.equal(back[k], v) for k, v in tensors.items())

@@ -62,6 +62,15 @@ def test_memorization_flags_copies():
     assert fresh["n_synthetic"] == 100 and fresh["n_train"] == 200 and fresh["dim"] == 5
 
 
+def test_memorization_with_repeated_training_rows():
+    # an oversampled table repeats rows: copies must still count as copies
+    train = gaussian(100)
+    report = memorization_report(train[:10], torch.cat([train, train]), baseline_size=None)
+    assert report["share_exact_copies"] == 1.0 and report["share_near_copies"] == 1.0
+    assert report["n_train"] == 200 and np.isfinite(report["train_nn"]["median"])
+    json.loads(json.dumps(report, allow_nan=False))  # strict JSON: no NaN or Infinity
+
+
 def test_memorization_near_copies_and_images():
     train = torch.rand(100, 1, 8, 8)
     near = train[:40] + 0.001 * torch.randn(40, 1, 8, 8)
@@ -81,7 +90,9 @@ def test_memorization_baseline_subsample_is_seeded():
     "synthetic,train,match",
     [
         (gaussian(3, 4), gaussian(5, 5), "query has 4 dimensions but reference has 5"),
-        (gaussian(3), gaussian(1), "train needs at least 2 rows"),
+        (gaussian(3), gaussian(1), "train needs at least 2 distinct rows"),
+        (gaussian(3), gaussian(1).repeat(4, 1), "train needs at least 2 distinct rows"),
+        (gaussian(0), gaussian(4), "synthetic has no rows"),
         (torch.tensor([[float("nan")] * 5]), gaussian(4), "NaN or inf"),
         (np.array([["a"] * 5]), gaussian(4), "must hold numbers"),
         ("rows", gaussian(4), "must be a tensor, an array or a DataFrame"),

@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,6 +198,72 @@ def test_checkpoint_selection_ignores_partial_writes_and_detects_damage(tmp_path
         FlowTrainer(_model(), _config(output_dir=str(out), batch_size=8)).fit(
             data, resume_from=root / "step_00000008"
         )
+
+
+@pytest.mark.parametrize(
+    "config_change,model_change,match",
+    [
+        ({"lr": 5e-3}, {}, r"lr=0\.001 -> 0\.005"),
+        ({"max_steps": 20}, {}, r"max_steps=12 -> 20"),
+        ({"ema_decay": 0.5}, {}, r"ema_decay=None -> 0\.5"),
+        ({}, {"dropout": 0.5}, r"model built differently \(dropout=0\.0 -> 0\.5\)"),
+    ],
+    ids=["lr", "max-steps", "ema", "model"],
+)
+def test_resume_refuses_other_settings(tmp_path, digits, config_change, model_change, match):
+    data = digits.subset(range(64))
+    cfg = dict(output_dir=str(tmp_path), checkpoint_every=4)
+    FlowTrainer(_model(), _config(**cfg)).fit(data)
+    with pytest.raises(ValueError, match=match):
+        FlowTrainer(_model(**model_change), _config(**cfg, **config_change)).fit(
+            data, resume_from="latest"
+        )
+    # what does not shape the weights may change
+    FlowTrainer(_model(), _config(**cfg, keep_checkpoints=3, max_time=60.0)).fit(
+        data, resume_from="latest"
+    )
+
+
+def test_a_fresh_run_never_mixes_with_earlier_checkpoints(tmp_path, digits):
+    data = digits.subset(range(64))
+    FlowTrainer(_model(), _config(output_dir=str(tmp_path), checkpoint_every=4)).fit(data)
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(ValueError, match="checkpoints of an earlier run .*resume_from='latest'"):
+        FlowTrainer(_model(), _config(output_dir=str(tmp_path), checkpoint_every=3)).fit(data)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+def test_stale_temporary_checkpoints_are_cleared(tmp_path, digits):
+    root = tmp_path / "checkpoints"
+    (root / ".tmp-step_00000004-99999").mkdir(parents=True)  # a run killed mid-save
+    FlowTrainer(_model(), _config(output_dir=str(tmp_path), checkpoint_every=4)).fit(
+        digits.subset(range(64))
+    )
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000008", "step_00000012"]
+
+
+def test_numpy_scalars_in_the_config_train_and_checkpoint(tmp_path, digits):
+    cfg = _config(
+        batch_size=np.int64(16), seed=np.int64(3), lr=np.float32(1e-3), output_dir=tmp_path,
+        checkpoint_every=np.int64(6),
+    )  # fmt: skip
+    assert type(cfg.batch_size) is int and type(cfg.lr) is float and cfg.output_dir == str(tmp_path)
+    FlowTrainer(_model(), cfg).fit(digits.subset(range(64)))
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step_00000012"
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("progress", "no", "progress must be True or False"),
+        ("cpu", None, "cpu must be True or False"),
+        ("output_dir", "", "output_dir must be a folder path"),
+        ("output_dir", 123, "output_dir must be a folder path"),
+    ],
+)
+def test_flag_and_folder_fields_are_checked(field, value, match):
+    with pytest.raises(TypeError, match=match):
+        TrainConfig(**{field: value})
 
 
 # --- non-finite steps --------------------------------------------------------------------------
