@@ -171,6 +171,13 @@ def test_bits_per_dim_of_integer_images():
         (torch.rand(2, 1, 8, 8), [0, 1, 2], ValueError, "3 labels for a batch of 2"),
         (torch.rand(2, 1, 8, 8), None, ValueError, "y is required"),
         (torch.full((2, 1, 8, 8), float("nan")), [0, 1], ValueError, "NaN"),
+        (
+            torch.rand(2, 1, 8, 8) * 16,
+            [0, 1],
+            ValueError,
+            r"outside the model space .*prepare_batch",
+        ),
+        (torch.rand(2, 1, 8, 8) * 2 - 1, [0, 1], ValueError, "outside the model space"),
         (torch.randint(0, 255, (2, 1, 8, 8)), [0, 1], TypeError, "floating-point"),
         (torch.rand(2, 1, 8, 8), torch.tensor([0.0, 1.0]), TypeError, "integer class"),
         ([[0.5]], [0], TypeError, "torch.Tensor"),

@@ -33,12 +33,18 @@ def standard_normal_log_prob(eps: Tensor) -> Tensor:
     return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * _LOG_2PI)
 
 
-def check_float_tensor(name: str, x: Any, shape: Sequence[int] | None = None) -> Tensor:
-    """Validate a model-space input: a finite float tensor ``[B, *shape]``.
+def check_float_tensor(
+    name: str,
+    x: Any,
+    shape: Sequence[int] | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> Tensor:
+    """Validate a model-space input: a finite float tensor ``[B, *shape]``, with values inside
+    ``bounds`` when given.
 
     Raises:
         TypeError: ``x`` is not a floating-point tensor.
-        ValueError: wrong shape, or NaN/inf values.
+        ValueError: wrong shape, NaN/inf values, or values outside ``bounds``.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
@@ -54,6 +60,14 @@ def check_float_tensor(name: str, x: Any, shape: Sequence[int] | None = None) ->
         )
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf values; clean the input before the flow.")
+    if bounds is not None and x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        if lo < bounds[0] or hi > bounds[1]:
+            raise ValueError(
+                f"{name} holds values in [{float(lo):.4g}, {float(hi):.4g}], outside the model "
+                f"space [{bounds[0]:g}, {bounds[1]:g}]; dequantize integer images with "
+                "model.prepare_batch(x) and rescale float images to [0, 1]."
+            )
     return x
 
 
@@ -87,6 +101,9 @@ class ConditionalFlow(nn.Module):
     event_shape: tuple[int, ...]
     num_classes: int
     config: dict[str, Any]
+    #: the range of model-space inputs (``None``: any finite value); checked by ``encode`` and
+    #: ``log_prob``, since values outside it give NaN densities rather than errors
+    input_bounds: tuple[float, float] | None = None
 
     # --- to implement -------------------------------------------------------------------------
     def _forward(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -148,7 +165,7 @@ class ConditionalFlow(nn.Module):
         Returns:
             ``eps``: float tensor ``[B, D]``, distributed ``N(0, I)`` under the model.
         """
-        check_float_tensor("x", x, self.event_shape)
+        check_float_tensor("x", x, self.event_shape, self.input_bounds)
         return self._forward(x, self.check_labels(y, x.shape[0]))[0]
 
     def decode(self, eps: Tensor, y: Tensor | None = None) -> Tensor:
@@ -158,7 +175,7 @@ class ConditionalFlow(nn.Module):
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Exact log-density of ``x`` given class ``y``, in nats, shape ``[B]``."""
-        check_float_tensor("x", x, self.event_shape)
+        check_float_tensor("x", x, self.event_shape, self.input_bounds)
         eps, logdet = self._forward(x, self.check_labels(y, x.shape[0]))
         return standard_normal_log_prob(eps) + logdet
 

@@ -116,6 +116,9 @@ class Glow(ConditionalFlow):
         cond = cond_dim if num_classes else 0
         self.embedding = nn.Embedding(num_classes, cond_dim) if num_classes else None
         self.preprocess = LogitTransform(logit_alpha)
+        # where logit(alpha + (1 - 2 alpha) x) is defined: [0, 1] and a sliver around it
+        a = float(logit_alpha)
+        self.input_bounds = (-a / (1 - 2 * a), (1 - a) / (1 - 2 * a))
         self.squeeze = Squeeze()
         self.scales = nn.ModuleList()
         self.splits = nn.ModuleList()
