@@ -348,8 +348,9 @@ def as_flow_data(
         if class_names is not None:
             data = replace(data, class_names=[str(c) for c in class_names])
         return data
-    if isinstance(data, tuple) and len(data) == 2 and y is None:
-        data, y = data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and y is None:
+        if isinstance(data[0], (Tensor, np.ndarray)):  # [x, y] as well as (x, y)
+            data, y = data
     if isinstance(data, (Tensor, np.ndarray)):
         x = torch.as_tensor(data) if isinstance(data, Tensor) else _array_to_tensor(data)
         return _finish(x.detach().cpu(), y, levels, class_names, "x")
@@ -369,6 +370,12 @@ def as_flow_data(
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
         out = _from_torch_dataset(data, levels)
         return replace(out, class_names=list(class_names)) if class_names else out
+    if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # a pandas DataFrame
+        raise TypeError(
+            "data is a DataFrame: tables train through their column encoders, with "
+            "flowaug.fit(df, label=...) or TabularFlow.from_frame(df, label=...) and "
+            "model.encode_frame(df) before FlowTrainer.fit."
+        )
     raise TypeError(
         f"data must be (x, y) tensors/arrays, a torch Dataset of (image, label) or a "
         f"datasets.Dataset, got {type(data).__name__}."

@@ -97,6 +97,19 @@ def test_bad_inputs_are_refused(x, error, fragment):
         as_flow_data(x, [0, 1])
 
 
+def test_a_list_pair_reads_like_a_tuple():
+    x, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
+    a, b = as_flow_data([x, y]), as_flow_data((x, y))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+
+
+def test_a_data_frame_points_to_the_table_path():
+    import pandas as pd
+
+    with pytest.raises(TypeError, match=r"flowaug.fit\(df, label=...\)"):
+        as_flow_data(pd.DataFrame({"a": [1.0, 2.0], "label": [0, 1]}))
+
+
 def test_string_labels_become_indices_and_names():
     data = as_flow_data(np.random.rand(4, 3), np.array(["dog", "cat", "dog", "emu"]))
     assert data.class_names == ["cat", "dog", "emu"]
