@@ -41,8 +41,9 @@ Protocol:
   flowaug resample (87.6 -> 88.6 %). Varying only the coarsest scale's latents
   (``coarse_scales=1``) was on par with varying them all on dev (90.0 vs 90.0 % alone, 94.5 vs
   94.9 % with classical), so both are candidates. Every variant tried, with classical, landed
-  within -1.4..+0.6 points of classical alone (94.3 %), a per-class Gaussian included (94.4 %).
-  Commands and all figures: ``python benchmarks/dev/latent_variants.py [--bpd]``.
+  within -1.4..+0.6 points of classical alone (94.3 %), a per-class Gaussian included (94.4 %);
+  so did interpolating two same-class images' latents (-0.3..-1.0, no better than mixing their
+  pixels). Commands and all figures: ``python benchmarks/dev/latent_variants.py [--bpd]``.
 - Long-tail variant: 3 classes (drawn per seed) with 5 labelled images, the 7 others with 50;
   class-balanced batches; the flow is fitted on all of them (rare classes share its weights with
   the frequent ones); settings are those chosen at k=5. Reported: overall accuracy and the mean
