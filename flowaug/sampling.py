@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowaug.flows.base import ConditionalFlow
+from flowaug.flows.base import ConditionalFlow, check_temperature, evaluating
 
 __all__ = [
     "GenerationStats",
@@ -106,13 +106,8 @@ def derive_seed(*parts: int) -> int:
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Evaluation mode and no autograd for the block; the previous mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        yield
 
 
 def _check_model(model: Any, name: str = "model") -> ConditionalFlow:
@@ -142,12 +137,7 @@ def _check_probability(p: Any, name: str = "p") -> float:
     return float(p)
 
 
-def _check_temperature(temperature: Any) -> float:
-    if not _is_number(temperature):
-        raise TypeError(f"temperature must be a number >= 0, got {temperature!r}.")
-    if not 0 <= temperature or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
-    return float(temperature)
+_check_temperature = check_temperature  # one rule for the models and everything built on them
 
 
 def _check_threshold(filter_threshold: Any) -> float | None:

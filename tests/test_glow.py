@@ -225,3 +225,53 @@ def test_rsample_with_log_prob_is_differentiable_and_consistent():
     log_q.sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_rsample_log_q_is_the_density_of_its_samples_in_train_mode(dropout):
+    # a fresh model is in train mode: no ActNorm initialization from the samples and no
+    # dropout between the decode and the re-encode
+    torch.manual_seed(0)
+    model = perturb_zero_init(Glow((1, 4, 4), 2, depth=1, hidden=8, dropout=dropout)).double()
+    assert model.training
+    x, log_q = model.rsample_with_log_prob(torch.tensor([0, 1, 1]))
+    assert model.training  # its mode is left alone
+    with torch.no_grad():
+        assert torch.allclose(log_q, model.eval().log_prob(x, torch.tensor([0, 1, 1])))
+
+
+@pytest.mark.parametrize("method", ["sample", "rsample_with_log_prob"])
+def test_one_class_and_num_samples(method):
+    model = Glow((1, 8, 8), 10, depth=1, hidden=8).eval()
+    g = torch.Generator().manual_seed(0)
+    draw = getattr(model, method)
+    out = draw(7, num_samples=16, generator=g)
+    x = out[0] if isinstance(out, tuple) else out
+    assert x.shape == (16, 1, 8, 8)
+    with pytest.raises(ValueError, match="num_samples=4 but y holds 3 labels"):
+        draw(torch.tensor([0, 1, 2]), num_samples=4)
+    with pytest.raises(ValueError, match="num_samples must be an int >= 0"):
+        draw(7, num_samples=-1)
+    empty = draw([], generator=g)
+    assert (empty[0] if isinstance(empty, tuple) else empty).shape == (0, 1, 8, 8)
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan"), -0.5, True])
+def test_sample_refuses_bad_temperatures(temperature):
+    model = Glow((1, 8, 8), 10, depth=1, hidden=8).eval()
+    with pytest.raises((TypeError, ValueError), match="temperature must be"):
+        model.sample(torch.tensor([1]), temperature=temperature)
+
+
+def test_metrics_and_the_classifier_never_change_a_model_in_train_mode():
+    model = Glow((1, 8, 8), 10, depth=1, hidden=8, dropout=0.3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    a = model.bits_per_dim(x, torch.arange(3), generator=torch.Generator().manual_seed(0))
+    b = model.bits_per_dim(x, torch.arange(3), generator=torch.Generator().manual_seed(0))
+    posterior = model.classify(torch.rand(3, 1, 8, 8))
+    assert torch.equal(a, b) and torch.allclose(posterior.sum(1), torch.ones(3))
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="outside the model space"):
+        model.classify(torch.rand(3, 1, 8, 8) * 3)

@@ -97,6 +97,25 @@ def test_density_integrates_to_one_in_2d(coupling) -> None:
         assert abs(float(mass) - 1) < 0.02, (c, float(mass))
 
 
+@pytest.mark.parametrize("num_classes", [3, 0])
+def test_initialize_on_one_row_per_class_stays_sane(num_classes) -> None:
+    # no within-class spread: the whitening must not divide by zero
+    torch.manual_seed(0)
+    n = max(num_classes, 1)
+    x, y = torch.randn(n, 5), (torch.arange(n) if num_classes else None)
+    model = TabularFlow(5, num_classes, depth=2, hidden=8)
+    model.initialize(x, y)
+    model.eval()
+    with torch.no_grad():
+        own = model.log_prob(x, y)
+        other = model.log_prob(torch.randn(n, 5), y)
+        draws = model.sample(
+            y, generator=torch.Generator().manual_seed(0), num_samples=None if num_classes else 1
+        )
+    assert torch.isfinite(own).all() and (own > -50).all() and (other > -200).all()
+    assert (draws - x).abs().max() > 0.05  # samples vary around the row, not copy it
+
+
 def test_initialize_fits_each_class() -> None:
     """After ``initialize`` alone, each class's samples match its mean, scales and correlation."""
     torch.manual_seed(0)

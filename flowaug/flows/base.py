@@ -9,9 +9,12 @@ Whole models (:class:`ConditionalFlow`) map data in *model space* (float tensors
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -69,6 +72,26 @@ def check_float_tensor(
                 "model.prepare_batch(x) and rescale float images to [0, 1]."
             )
     return x
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, its previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def check_temperature(temperature: Any) -> float:
+    """A finite number >= 0 (Python or numpy, not a bool), as a float."""
+    if not isinstance(temperature, numbers.Real) or isinstance(temperature, (bool, np.bool_)):
+        raise TypeError(f"temperature must be a number >= 0, got {temperature!r}.")
+    if not 0 <= temperature or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
+    return float(temperature)
 
 
 class FlowLayer(nn.Module):
@@ -174,7 +197,11 @@ class ConditionalFlow(nn.Module):
         return self._inverse(eps, self.check_labels(y, eps.shape[0]))
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Exact log-density of ``x`` given class ``y``, in nats, shape ``[B]``."""
+        """Exact log-density of ``x`` given class ``y``, in nats, shape ``[B]``.
+
+        In train mode (a freshly built model is), the first call initializes ActNorm from
+        ``x`` and dropout is active; call ``model.eval()`` (models from ``fit`` and ``load``
+        are) to evaluate a fixed density."""
         check_float_tensor("x", x, self.event_shape, self.input_bounds)
         eps, logdet = self._forward(x, self.check_labels(y, x.shape[0]))
         return standard_normal_log_prob(eps) + logdet
@@ -183,7 +210,7 @@ class ConditionalFlow(nn.Module):
         """``log p(x | c)`` for every class ``c``: float tensor ``[B, num_classes]``."""
         if self.num_classes == 0:
             raise ValueError("class_log_prob needs a class-conditional model (num_classes > 0).")
-        check_float_tensor("x", x, self.event_shape)
+        check_float_tensor("x", x, self.event_shape, self.input_bounds)
         cols = []
         for c in range(self.num_classes):
             y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
@@ -192,8 +219,11 @@ class ConditionalFlow(nn.Module):
         return torch.stack(cols, dim=1)
 
     def classify(self, x: Tensor, prior: Tensor | None = None) -> Tensor:
-        """Class posterior ``p(c | x)`` by Bayes' rule, ``[B, num_classes]``."""
-        logits = self.class_log_prob(x)
+        """Class posterior ``p(c | x)`` by Bayes' rule, ``[B, num_classes]`` (probabilities;
+        ``class_log_prob(x).log_softmax(1)`` for log-posteriors). Runs in eval mode, so it
+        never changes the model (no ActNorm initialization, no dropout)."""
+        with evaluating(self):
+            logits = self.class_log_prob(x)
         if prior is not None:
             logits = logits + torch.as_tensor(prior, device=logits.device).log()
         return logits.softmax(dim=1)
@@ -217,18 +247,41 @@ class ConditionalFlow(nn.Module):
         Returns:
             float tensor ``[B, *event_shape]``.
         """
-        if not (isinstance(temperature, (int, float)) and temperature >= 0):
-            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}.")
+        temperature = check_temperature(temperature)
+        labels, n = self._sample_labels(y, num_samples)
+        eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
+        return self._inverse(eps * temperature, labels)
+
+    def _sample_labels(self, y: Any, num_samples: int | None) -> tuple[Tensor | None, int]:
+        """``(labels [n] or None, n)`` for a draw: ``y`` one class per sample, or one class
+        (an int) repeated ``num_samples`` times; unconditional models count ``num_samples``."""
+        if num_samples is not None and (
+            isinstance(num_samples, bool)
+            or not isinstance(num_samples, (int, np.integer))
+            or num_samples < 0
+        ):
+            raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}.")
         if self.num_classes == 0:
             if num_samples is None:
                 num_samples = 1 if y is None else torch.as_tensor(y).numel()
-            labels = None
-            n = int(num_samples)
-        else:
-            labels = self.check_labels(y)
-            n = labels.shape[0]
-        eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
-        return self._inverse(eps * temperature, labels)
+            return None, int(num_samples)
+        if isinstance(y, (list, tuple)) and len(y) == 0:
+            y = torch.zeros(0, dtype=torch.long)
+        one_class = isinstance(y, (int, np.integer)) or (
+            isinstance(y, Tensor) and y.ndim == 0
+        )
+        if num_samples is not None:
+            if not one_class:
+                labels = self.check_labels(y)
+                if labels.shape[0] != num_samples:
+                    raise ValueError(
+                        f"num_samples={num_samples} but y holds {labels.shape[0]} labels; pass "
+                        "one class (an int) with num_samples, or one label per sample alone."
+                    )
+                return labels, num_samples
+            y = torch.full((int(num_samples),), int(y), dtype=torch.long)
+        labels = self.check_labels(y)
+        return labels, labels.shape[0]
 
     def rsample_with_log_prob(
         self,
@@ -241,19 +294,25 @@ class ConditionalFlow(nn.Module):
         Gradients flow from both outputs to the parameters, so ``(log_target(x) - log_q).mean()``
         is an ELBO estimate that can be maximized directly.
 
+        Both passes run without dropout and never initialize ActNorm from the samples
+        (there is no data to initialize from: a fresh model starts as the identity there), so
+        ``log_q`` is the density of ``x`` under the same weights in train mode too.
+
         Returns:
             ``x``: float tensor ``[B, *event_shape]``; ``log_q``: tensor ``[B]`` in nats.
         """
-        if self.num_classes == 0:
-            labels, n = None, int(num_samples or 1)
-        else:
-            labels = self.check_labels(y)
-            n = labels.shape[0]
-        eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
-        x = self._inverse(eps, labels)
-        # the layers return log-dets of the data-to-noise direction only: re-encode to get
-        # log q(x) = log N(eps) + log|det d eps / dx| exactly (and differentiably)
-        eps_again, logdet = self._forward(x, labels)
+        from flowaug.flows.layers import ActNorm  # local: layers imports this module
+
+        labels, n = self._sample_labels(y, num_samples)
+        for m in self.modules():
+            if isinstance(m, ActNorm):
+                m.initialized.fill_(True)
+        with evaluating(self):  # gradients still flow: eval only turns dropout off
+            eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
+            x = self._inverse(eps, labels)
+            # the layers return log-dets of the data-to-noise direction only: re-encode to
+            # get log q(x) = log N(eps) + log|det d eps / dx| exactly (and differentiably)
+            eps_again, logdet = self._forward(x, labels)
         return x, standard_normal_log_prob(eps_again) + logdet
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowaug.flows.base import ConditionalFlow
+from flowaug.flows.base import ConditionalFlow, evaluating
 from flowaug.flows.layers import FlowStep, GaussianPrior, LogitTransform, Split, Squeeze
 from flowaug.preprocessing import check_levels
 
@@ -202,4 +202,5 @@ class Glow(ConditionalFlow):
 
         levels = self.levels if levels is None else levels
         x01 = dequantize(x, levels, generator=generator).to(self.device)
-        return self.bits_per_dim_from_log_prob(self.log_prob(x01, y), levels)
+        with evaluating(self):  # a metric: never initializes ActNorm or draws dropout
+            return self.bits_per_dim_from_log_prob(self.log_prob(x01, y), levels)

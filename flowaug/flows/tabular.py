@@ -33,6 +33,12 @@ def _within_class_whitening(h: Tensor, y: Tensor | None) -> Tensor:
         for c in y.unique():
             resid[y == c] -= h[y == c].mean(0)
     n, d = resid.shape
+    if float(resid.pow(2).sum()) <= 1e-12 * max(float(h.pow(2).sum()), 1.0):
+        # no within-class spread (one row per class): whiten the pooled spread instead, or
+        # nothing at all, rather than blow up by 1/sqrt(0)
+        resid = h - h.mean(0)
+        if float(resid.pow(2).sum()) <= 1e-24:
+            return torch.eye(d, dtype=h.dtype, device=h.device)
     cov = resid.T @ resid / n
     target = cov.trace() / d
     delta = (cov - target * torch.eye(d, dtype=cov.dtype, device=cov.device)).pow(2).sum()
