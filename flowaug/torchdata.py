@@ -157,4 +157,40 @@ def mix_datasets(
     while sum(len(p) for p in picks) < n_syn:
         picks.append(torch.randperm(len(synthetic), generator=g))
     picked = torch.cat(picks)[:n_syn].tolist() if picks else []
-    return ConcatDataset([real, Subset(synthetic, picked)])
+    part: Dataset = Subset(synthetic, picked)
+    if len(real) and picked:
+        part = _collating_like(real[0], part)
+    return ConcatDataset([real, part])
+
+
+class _TensorLabels(Dataset):
+    """``(image, label)`` items of ``base`` with the label as a 0-d tensor of ``dtype`` (what
+    ``TensorDataset`` gives), so that they collate with such a dataset's items."""
+
+    def __init__(self, base: Dataset, dtype: torch.dtype):
+        self.base, self.dtype = base, dtype
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Any, Tensor]:
+        image, label = self.base[index]
+        return image, torch.as_tensor(label, dtype=self.dtype)
+
+
+def _collating_like(real_item: Any, synthetic: Dataset) -> Dataset:
+    """``synthetic`` adapted to collate with ``real_item``'s kind of item: tensor labels where
+    the real labels are tensors; an error naming the fix where the images' dtypes differ."""
+    if not (isinstance(real_item, (tuple, list)) and len(real_item) == 2):
+        return synthetic
+    image, label = synthetic[0]
+    real_image, real_label = real_item
+    if isinstance(real_image, Tensor) and isinstance(image, Tensor):
+        if real_image.dtype != image.dtype:
+            raise TypeError(
+                f"real images are {real_image.dtype} but synthetic ones {image.dtype}; they "
+                f"would not collate: build the synthetic set with dtype={real_image.dtype}."
+            )
+    if isinstance(real_label, Tensor) and not isinstance(label, Tensor):
+        return _TensorLabels(synthetic, real_label.dtype)
+    return synthetic

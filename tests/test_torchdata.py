@@ -107,6 +107,17 @@ def test_mix_datasets_sizes_and_order(model):
     assert batch[0].shape == (30, 1, 8, 8)
 
 
+def test_mix_datasets_collates_with_a_tensor_dataset(model):
+    # TensorDataset gives 0-d tensor labels, SyntheticDataset ints: mixed, they still batch
+    real = TensorDataset(torch.rand(6, 1, 8, 8), torch.arange(6))
+    mixed = mix_datasets(real, SyntheticDataset(model, n_per_class=1, seed=0), ratio=1.0)
+    images, labels = next(iter(DataLoader(mixed, batch_size=12)))
+    assert images.shape == (12, 1, 8, 8) and labels.dtype == torch.int64 and labels.shape == (12,)
+    as_uint8 = TensorDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.arange(4))
+    with pytest.raises(TypeError, match=r"build the synthetic set with dtype=torch.uint8"):
+        mix_datasets(as_uint8, SyntheticDataset(model, n_per_class=1, seed=0))
+
+
 def test_mix_datasets_errors(model):
     real = TensorDataset(torch.rand(4, 1, 8, 8), torch.arange(4))
     with pytest.raises(ValueError, match="ratio must be a number >= 0"):
