@@ -61,17 +61,24 @@ def check_float_tensor(
             f"{name} must have shape [B, {', '.join(map(str, shape))}] (the model's event shape), "
             f"got {list(x.shape)}."
         )
+    if bounds is None or not x.numel():
+        _check_finite(name, x)
+        return x
+    # one reduction (one host sync on a GPU) checks both: NaN fails the comparison too
+    lo, hi = torch.aminmax(x.detach())
+    if not bool((lo >= bounds[0]) & (hi <= bounds[1])):
+        _check_finite(name, x)
+        raise ValueError(
+            f"{name} holds values in [{float(lo):.4g}, {float(hi):.4g}], outside the model "
+            f"space [{bounds[0]:g}, {bounds[1]:g}]; dequantize integer images with "
+            "model.prepare_batch(x) and rescale float images to [0, 1]."
+        )
+    return x
+
+
+def _check_finite(name: str, x: Tensor) -> None:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf values; clean the input before the flow.")
-    if bounds is not None and x.numel():
-        lo, hi = torch.aminmax(x.detach())
-        if lo < bounds[0] or hi > bounds[1]:
-            raise ValueError(
-                f"{name} holds values in [{float(lo):.4g}, {float(hi):.4g}], outside the model "
-                f"space [{bounds[0]:g}, {bounds[1]:g}]; dequantize integer images with "
-                "model.prepare_batch(x) and rescale float images to [0, 1]."
-            )
-    return x
 
 
 @contextmanager
