@@ -232,6 +232,12 @@ def _read_config(directory: Path) -> dict[str, Any]:
             f"{directory} is not a directory; pass the folder written by save_pretrained."
         )
     if not path.is_file():
+        if (directory / "trainer_state.json").is_file():
+            raise FileNotFoundError(
+                f"{directory} is a training checkpoint, not a saved model; load the model the "
+                f"run wrote to {directory.parent.parent} (its output_dir), or resume from the "
+                "checkpoint with FlowTrainer.fit(..., resume_from=...)."
+            )
         raise FileNotFoundError(
             f"{path} is missing: {directory} was not written by save_pretrained / "
             "flowaug.io.save_model, or the save did not finish. Save the model again."

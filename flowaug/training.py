@@ -93,7 +93,9 @@ class TrainConfig:
         mixed_precision: ``"no"``, ``"bf16"`` (CPU or a GPU that supports it) or ``"fp16"``
             (CUDA only).
         seed: drives data order, dequantization noise, dropout and the init batch.
-        output_dir: folder for ``history.json`` and ``checkpoints/``; ``None`` writes nothing.
+        output_dir: folder for ``history.json``, ``checkpoints/`` and the trained model
+            (``flowaug.load(output_dir)``: the weights the run ends with); ``None`` writes
+            nothing.
         checkpoint_every: steps between checkpoints (needs ``output_dir``; ``None``: none).
         keep_checkpoints: how many of the newest checkpoints to keep.
         max_bad_steps: raise :class:`NonFiniteLossError` after this many consecutive steps with
@@ -571,8 +573,11 @@ class FlowTrainer:
         model.eval()
         self.history = self._history(state)
         if cfg.output_dir is not None and acc.is_main_process:
+            from flowaug.io import save_model
+
             Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
             self.history.save(Path(cfg.output_dir) / "history.json")
+            save_model(model, cfg.output_dir)  # the weights it ends with: flowaug.load(dir)
         acc.wait_for_everyone()
         return self.history
 

@@ -224,6 +224,18 @@ def test_resume_refuses_other_settings(tmp_path, digits, config_change, model_ch
     )
 
 
+def test_output_dir_holds_the_trained_model(tmp_path, digits):
+    data = digits.subset(range(64))
+    model = _model()
+    FlowTrainer(model, _config(output_dir=str(tmp_path), checkpoint_every=6)).fit(data)
+    loaded = flowaug.load(tmp_path)
+    x = model.prepare_batch(data.x[:4], torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded.log_prob(x, data.y[:4]), model.log_prob(x, data.y[:4]))
+    with pytest.raises(FileNotFoundError, match="is a training checkpoint, not a saved model"):
+        flowaug.load(tmp_path / "checkpoints" / "step_00000012")
+
+
 def test_a_fresh_run_never_mixes_with_earlier_checkpoints(tmp_path, digits):
     data = digits.subset(range(64))
     FlowTrainer(_model(), _config(output_dir=str(tmp_path), checkpoint_every=4)).fit(data)
