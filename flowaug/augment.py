@@ -33,7 +33,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
-from flowaug.flows.base import ConditionalFlow
+from flowaug.flows.base import ConditionalFlow, is_number
 from flowaug.preprocessing import to_unit_float
 from flowaug.sampling import (
     SyntheticBank,
@@ -41,7 +41,6 @@ from flowaug.sampling import (
     _check_probability,
     _check_temperature,
     _check_threshold,
-    _is_number,
     derive_seed,
     eval_mode,
     image_to_model,
@@ -169,7 +168,7 @@ def default_labels_getter(sample: Any) -> Any:
                 return second if is_pure_tensor(second) else None
             return second if isinstance(second, (np.ndarray, list, tuple, int)) else None
         if len(sample) == 2 and (
-            _is_number(second) or isinstance(second, np.ndarray) or is_pure_tensor(second)
+            is_number(second) or isinstance(second, np.ndarray) or is_pure_tensor(second)
         ):
             return second
         return second if _label_like(second) else None
@@ -291,7 +290,7 @@ class FlowAugment(Transform):
         p = _check_probability(p)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
-        if not _is_number(strength):
+        if not is_number(strength):
             raise TypeError(f"strength must be a number in [0, 1], got {strength!r}.")
         if not 0 <= strength <= 1:
             raise ValueError(

@@ -377,13 +377,15 @@ def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):
     from flowaug.data import FlowData, to_hf_dataset
     from flowaug.flows.tabular import TabularFlow
 
-    def encoded(model: Any, part: Any) -> Any:
-        x, y = model.encode_frame(to_hf_dataset(part).to_pandas(), seed=seed)
+    def encoded(part: Any, frame: Any) -> Any:
+        x, y = model.encode_frame(frame, seed=seed)
         names, k = part.class_names, part.num_classes
         return FlowData(x.cpu(), y.cpu(), class_names=names, num_classes=k)
 
-    model = TabularFlow.from_frame(to_hf_dataset(train).to_pandas(), label="label", **model_kwargs)
-    return model, encoded(model, train), None if val is None else encoded(model, val)
+    frame = to_hf_dataset(train).to_pandas()
+    model = TabularFlow.from_frame(frame, label="label", **model_kwargs)
+    val_data = None if val is None else encoded(val, to_hf_dataset(val).to_pandas())
+    return model, encoded(train, frame), val_data
 
 
 # --- sample ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ it oversamples so each class still gets its quota.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowaug.flows.base import ConditionalFlow, check_temperature, evaluating
+from flowaug.flows.base import ConditionalFlow, check_temperature, evaluating, is_number
 
 __all__ = [
     "GenerationStats",
@@ -124,13 +123,8 @@ def _check_model(model: Any, name: str = "model") -> ConditionalFlow:
     return model
 
 
-def _is_number(value: Any) -> bool:
-    """A real number (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_probability(p: Any, name: str = "p") -> float:
-    if not _is_number(p):
+    if not is_number(p):
         raise TypeError(f"{name} must be a number in [0, 1], got {type(p).__name__} {p!r}.")
     if not 0 <= p <= 1:
         raise ValueError(f"{name} must be a probability in [0, 1], got {float(p)!r}.")
@@ -143,7 +137,7 @@ _check_temperature = check_temperature  # one rule for the models and everything
 def _check_threshold(filter_threshold: Any) -> float | None:
     if filter_threshold is None:
         return None
-    if not _is_number(filter_threshold):
+    if not is_number(filter_threshold):
         raise TypeError(
             f"filter_threshold must be a number in [0, 1) or None, got {filter_threshold!r}."
         )

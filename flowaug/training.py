@@ -756,12 +756,7 @@ class FlowTrainer:
     def _load_checkpoint(self, path: Path, n: int) -> _RunState:
         meta = _read_trainer_state(path)
         saved = meta.get("config", {})
-        now = json.loads(json.dumps(self.config.to_dict()))
-        changed = [
-            f"{key}={saved.get(key)!r} -> {now[key]!r}"
-            for key in now
-            if key not in _RESUMABLE_CHANGES and saved.get(key) != now[key]
-        ]
+        changed = _changes(saved, self.config.to_dict(), ignore=_RESUMABLE_CHANGES)
         if changed:
             raise ValueError(
                 f"checkpoint {path} was written with other settings than this run has: "
@@ -769,14 +764,8 @@ class FlowTrainer:
                 f"{', '.join(sorted(_RESUMABLE_CHANGES))} may change) or start a fresh "
                 "output_dir."
             )
-        model_config = json.loads(json.dumps(getattr(self.model, "config", None)))
-        if "model_config" in meta and meta["model_config"] != model_config:
-            keys = sorted(set(meta["model_config"] or {}) | set(model_config or {}))
-            diff = [
-                f"{k}={(meta['model_config'] or {}).get(k)!r} -> {(model_config or {}).get(k)!r}"
-                for k in keys
-                if (meta["model_config"] or {}).get(k) != (model_config or {}).get(k)
-            ]
+        diff = _changes(meta.get("model_config"), getattr(self.model, "config", None))
+        if "model_config" in meta and diff:
             raise ValueError(
                 f"checkpoint {path} is of a model built differently ({', '.join(diff)}); "
                 "resume into a model built with the same arguments."
@@ -881,6 +870,14 @@ def _read_trainer_state(path: Path) -> dict[str, Any]:
 _RESUMABLE_CHANGES = frozenset(
     {"progress", "output_dir", "checkpoint_every", "keep_checkpoints", "max_time", "cpu"}
 )
+
+
+def _changes(saved: Any, now: Any, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """``"key=saved -> now"`` for every key whose value differs between a JSON-read dict
+    (``saved``) and a live one (``now``, compared as it would read back), ``ignore`` aside."""
+    saved, now = saved or {}, json.loads(json.dumps(now or {}))
+    keys = sorted((set(saved) | set(now)) - ignore)
+    return [f"{k}={saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
 def _list_checkpoints(root: Path) -> list[Path]:

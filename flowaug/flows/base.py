@@ -92,9 +92,14 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def is_number(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_temperature(temperature: Any) -> float:
     """A finite number >= 0 (Python or numpy, not a bool), as a float."""
-    if not isinstance(temperature, numbers.Real) or isinstance(temperature, (bool, np.bool_)):
+    if not is_number(temperature):
         raise TypeError(f"temperature must be a number >= 0, got {temperature!r}.")
     if not 0 <= temperature or not math.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
@@ -172,6 +177,8 @@ class ConditionalFlow(nn.Module):
             )
         if isinstance(y, int):
             y = torch.tensor([y])
+        if isinstance(y, (list, tuple)) and len(y) == 0:
+            y = torch.zeros(0, dtype=torch.long)  # as_tensor([]) would be float
         y = torch.as_tensor(y)
         if y.is_floating_point() or y.dtype == torch.bool:
             raise TypeError(f"y must hold integer class indices, got dtype {y.dtype}.")
@@ -272,11 +279,7 @@ class ConditionalFlow(nn.Module):
             if num_samples is None:
                 num_samples = 1 if y is None else torch.as_tensor(y).numel()
             return None, int(num_samples)
-        if isinstance(y, (list, tuple)) and len(y) == 0:
-            y = torch.zeros(0, dtype=torch.long)
-        one_class = isinstance(y, (int, np.integer)) or (
-            isinstance(y, Tensor) and y.ndim == 0
-        )
+        one_class = isinstance(y, (int, np.integer)) or (isinstance(y, Tensor) and y.ndim == 0)
         if num_samples is not None:
             if not one_class:
                 labels = self.check_labels(y)
