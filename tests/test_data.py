@@ -222,6 +222,8 @@ def test_load_data_sklearn_specs(spec):
 def test_load_data_missing_path():
     with pytest.raises(FileNotFoundError, match="sklearn:"):
         load_data("/no/such/folder")
+    with pytest.raises(FileNotFoundError, match="^--like '/no/such/folder': no such file"):
+        load_data("/no/such/folder", option="--like")
 
 
 def test_integer_batches_get_fresh_noise_every_time():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import perturb_zero_init
@@ -125,3 +126,25 @@ def test_coupling_and_split_reject_single_channel():
 def test_squeeze_rejects_odd_sizes():
     with pytest.raises(ValueError, match="even height and width"):
         Squeeze()(torch.zeros(1, 1, 3, 4))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluating_restores_the_mode_even_after_an_error(training):
+    from flowaug.flows.base import evaluating
+
+    module = torch.nn.Dropout(0.5).train(training)
+    with pytest.raises(RuntimeError), evaluating(module):
+        assert not module.training
+        raise RuntimeError("inside the block")
+    assert module.training is training
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [(1, True), (0.5, True), (np.float32(0.5), True), (np.int64(3), True), (True, False),
+     (np.bool_(True), False), ("1", False), (None, False), (torch.tensor(0.5), False)],
+)  # fmt: skip
+def test_is_number(value, expected):
+    from flowaug.flows.base import is_number
+
+    assert is_number(value) is expected

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FlowLayer", "ConditionalFlow", "standard_normal_log_prob", "check_float_tensor"]
+__all__ = [
+    "FlowLayer",
+    "ConditionalFlow",
+    "standard_normal_log_prob",
+    "check_float_tensor",
+    "check_temperature",
+    "evaluating",
+    "is_number",
+]
 
 _LOG_2PI = math.log(2 * math.pi)
 
