@@ -294,6 +294,18 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="resume from OUT/checkpoints")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument(
+        "--unlabelled",
+        metavar="SPEC",
+        help="more images without labels (a folder of images, a saved dataset whose labels are "
+        "-1 or ignored): the flow learns from them through its own class posterior",
+    )
+    p.add_argument(
+        "--init",
+        metavar="MODEL_DIR",
+        help="start from a model fitted elsewhere (unconditional, or on other classes) and "
+        "fine-tune it; --depth/--hidden/--dropout do not apply",
+    )
 
 
 @command(
@@ -318,7 +330,9 @@ def _fit(args: argparse.Namespace) -> int:
             f"--resume: {out / 'checkpoints'} does not exist; checkpoints are written only "
             "with --checkpoint-every N. Drop --resume to start afresh."
         )
-    data = load_data(args.data, levels=args.levels)
+    data = load_data(args.data, levels=args.levels, allow_unlabelled=True)
+    pool = _unlabelled_pool(args, data)
+    data = data if data.y is None else data.labelled()
     if args.overwrite and not args.resume and (out / "checkpoints").is_dir():
         shutil.rmtree(out / "checkpoints")  # an earlier run's: this one starts afresh
     if args.val_fraction > 0:
@@ -328,10 +342,20 @@ def _fit(args: argparse.Namespace) -> int:
     model_kwargs = {
         k: getattr(args, k) for k in ("depth", "hidden", "dropout") if getattr(args, k) is not None
     }
+    if args.init is not None and model_kwargs:
+        raise ValueError(
+            f"--init starts from a fitted model, whose architecture is fixed; drop "
+            f"{', '.join('--' + k for k in sorted(model_kwargs))}."
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        if data.is_image or data.y is None:
-            model = build_model(data, **model_kwargs)
+        if args.init is not None:
+            from flowaug.transfer import transfer_model
+
+            model = transfer_model(args.init, data.num_classes, data.class_names)
+        elif data.is_image or data.y is None:
+            total = len(data) + (0 if pool is None else len(pool))
+            model = build_model(data, num_samples=total, **model_kwargs)
         else:  # a labelled table: a TabularFlow with column encoders, so sample/augment work
             model, train, val = _table_model(train, val, args.seed, model_kwargs)
     overrides: dict[str, Any] = dict(
@@ -348,11 +372,13 @@ def _fit(args: argparse.Namespace) -> int:
         patience=args.patience,
     )
     overrides.update({k: v for k, v in named.items() if v is not None})
-    config = default_config(len(train), seed=args.seed, **overrides)
+    num_pool = 0 if pool is None else len(pool)
+    config = default_config(len(train) + num_pool, seed=args.seed, **overrides)
     print(
         f"{args.data}: {len(train)} train / {0 if val is None else len(val)} validation "
-        f"samples of shape {list(data.event_shape)}, {data.num_classes} classes; "
-        f"{type(model).__name__}, {config.max_steps} steps max"
+        f"samples of shape {list(data.event_shape)}, {data.num_classes} classes"
+        + (f", {num_pool} unlabelled" if num_pool else "")
+        + f"; {type(model).__name__}, {config.max_steps} steps max"
     )
     if data.y is None:
         print(
@@ -360,14 +386,45 @@ def _fit(args: argparse.Namespace) -> int:
             "sampling and `flowaug augment` need labelled data."
         )
     history = FlowTrainer(model, config).fit(
-        train, val, resume_from="latest" if args.resume else None
+        train, val, unlabelled=pool, resume_from="latest" if args.resume else None
     )
+    accuracy = history.records[-1].get("val_accuracy") if history.records else None
+    if accuracy is not None:
+        print(f"the flow's own classifier: validation accuracy {accuracy:.3f}")
     model.save_pretrained(out, class_names=data.class_names)
     save_training_curve(history, out / "training_curve.png")
     if history.best_val_bpd is not None:
         print(f"best validation bits/dim {history.best_val_bpd:.4f} at step {history.best_step}")
     print(f"model written to {out}")
     return 0
+
+
+def _unlabelled_pool(args: argparse.Namespace, data: Any) -> Any:
+    """The unlabelled examples of a fit: ``--data``'s label -1 rows plus ``--unlabelled``."""
+    import torch
+
+    from flowaug.data import load_data
+
+    parts = [] if data.y is None else [data.unlabelled().x]
+    if args.unlabelled is not None:
+        extra = load_data(args.unlabelled, levels=data.levels, option="--unlabelled",
+                          allow_unlabelled=True)
+        if extra.event_shape != data.event_shape or extra.levels != data.levels:
+            raise ValueError(
+                f"--unlabelled holds samples of shape {list(extra.event_shape)} with levels "
+                f"{extra.levels}, --data {list(data.event_shape)} with levels {data.levels}; "
+                "give both at one size and bit depth."
+            )
+        parts.append(extra.x.to(data.x.dtype))
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return None
+    if not data.is_image:
+        raise ValueError(
+            "unlabelled rows of a table: use flowaug.fit(df, label=...) or FlowOversampler with "
+            "label -1 in the Python API; the CLI's --unlabelled takes images."
+        )
+    return torch.cat(parts)
 
 
 def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):

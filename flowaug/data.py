@@ -92,6 +92,25 @@ class FlowData:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
 
+    @property
+    def unlabelled_mask(self) -> Tensor:
+        """Bool tensor ``[N]``: rows without a label (``y is None``, or label ``-1``)."""
+        if self.y is None:
+            return torch.ones(len(self), dtype=torch.bool)
+        return self.y < 0
+
+    def labelled(self) -> FlowData:
+        """The rows that carry a label (all of them unless some are ``-1``)."""
+        if self.y is None:
+            return self.subset([])
+        mask = self.unlabelled_mask
+        return self if not bool(mask.any()) else self.subset(torch.nonzero(~mask).flatten())
+
+    def unlabelled(self) -> FlowData:
+        """The rows without a label, with ``y=None`` (the same levels, classes and names)."""
+        index = torch.nonzero(self.unlabelled_mask).flatten()
+        return replace(self, x=self.x[index], y=None)
+
 
 # --- conversion helpers ----------------------------------------------------------------------
 
@@ -141,8 +160,10 @@ def _stack_images(
 
 
 def _labels_to_tensor(
-    y: Any, n: int, class_names: Sequence[str] | None
+    y: Any, n: int, class_names: Sequence[str] | None, allow_unlabelled: bool = False
 ) -> tuple[Tensor, list[str] | None]:
+    if allow_unlabelled and isinstance(y, (list, tuple)) and any(v is None for v in y):
+        y = [-1 if v is None else v for v in y]  # (x, None) items: unlabelled
     arr = np.asarray(y.cpu() if isinstance(y, Tensor) else y)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"y must hold one label per sample ({n}), got shape {list(arr.shape)}.")
@@ -157,7 +178,15 @@ def _labels_to_tensor(
         raise TypeError(f"y must hold integer class indices or strings, got dtype {arr.dtype}.")
     labels = torch.as_tensor(arr.astype(np.int64))
     if n and labels.min() < 0:
-        raise ValueError(f"y holds negative class {int(labels.min())}; classes are 0..K-1.")
+        lowest = int(labels.min())
+        if lowest < -1 or not allow_unlabelled:
+            hint = (
+                " -1 marks an unlabelled row (scikit-learn's convention): flowaug.fit(data) and "
+                "FlowTrainer.fit learn from such rows, this step needs labels."
+                if lowest == -1
+                else ""
+            )
+            raise ValueError(f"y holds negative class {lowest}; classes are 0..K-1.{hint}")
     return labels, None if class_names is None else [str(c) for c in class_names]
 
 
@@ -213,7 +242,12 @@ def _infer_levels(x: Tensor, levels: int | None) -> tuple[Tensor, int | None]:
 
 
 def _finish(
-    x: Tensor, y: Any, levels: int | None, class_names: Sequence[str] | None, what: str
+    x: Tensor,
+    y: Any,
+    levels: int | None,
+    class_names: Sequence[str] | None,
+    what: str,
+    allow_unlabelled: bool = False,
 ) -> FlowData:
     if x.dim() == 3:
         x = x[:, None]  # [N, H, W] -> [N, 1, H, W]
@@ -225,7 +259,11 @@ def _finish(
     if x.shape[0] == 0:
         raise ValueError(f"{what} is empty; need at least one sample.")
     x, levels = _infer_levels(x, levels)
-    labels, names = (None, None) if y is None else _labels_to_tensor(y, x.shape[0], class_names)
+    labels, names = (None, None)
+    if y is not None:
+        labels, names = _labels_to_tensor(y, x.shape[0], class_names, allow_unlabelled)
+        if bool((labels < 0).all()) and names is None:
+            labels = None  # nothing labelled: an unlabelled data set
     num_classes = 0
     if labels is not None:
         num_classes = int(labels.max()) + 1
@@ -239,7 +277,7 @@ def _finish(
     return FlowData(x=x, y=labels, levels=levels, class_names=names, num_classes=num_classes)
 
 
-def _from_torch_dataset(ds: Any, levels: int | None) -> FlowData:
+def _from_torch_dataset(ds: Any, levels: int | None, allow_unlabelled: bool) -> FlowData:
     images, labels = [], []
     for i in range(len(ds)):
         item = ds[i]
@@ -249,9 +287,13 @@ def _from_torch_dataset(ds: Any, levels: int | None) -> FlowData:
                 "the dataset so that it returns (image, label)."
             )
         images.append(item[0])
-        labels.append(int(item[1]))
+        if item[1] is None and allow_unlabelled:
+            labels.append(-1)  # (image, None): unlabelled
+        else:
+            labels.append(int(item[1]))
     x = _stack_images(images, "dataset") if not _is_vector(images[0]) else _stack_vectors(images)
-    return _finish(x, labels, levels, getattr(ds, "classes", None), "dataset")
+    classes = getattr(ds, "classes", None)
+    return _finish(x, labels, levels, classes, "dataset", allow_unlabelled)
 
 
 def _is_vector(item: Any) -> bool:
@@ -263,7 +305,11 @@ def _stack_vectors(items: Sequence[Any]) -> Tensor:
 
 
 def _from_hf_dataset(
-    ds: Any, levels: int | None, image_column: str | None, label_column: str | None
+    ds: Any,
+    levels: int | None,
+    image_column: str | None,
+    label_column: str | None,
+    allow_unlabelled: bool = False,
 ) -> FlowData:
     import datasets
 
@@ -304,7 +350,7 @@ def _from_hf_dataset(
         x = torch.as_tensor(
             np.stack([np.asarray(list(ds[k]), dtype=np.float32) for k in numeric], axis=1)
         )
-    return _finish(x, y, levels, names, "dataset")
+    return _finish(x, y, levels, names, "dataset", allow_unlabelled)
 
 
 def as_flow_data(
@@ -315,6 +361,7 @@ def as_flow_data(
     class_names: Sequence[str] | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
+    allow_unlabelled: bool = False,
 ) -> FlowData:
     """Turn user data into a :class:`FlowData`.
 
@@ -336,6 +383,10 @@ def as_flow_data(
         class_names: names of the classes, in label order.
         image_column, label_column: column names for a ``datasets.Dataset`` (default: found by
             feature type, then by usual names).
+        allow_unlabelled: keep rows labelled ``-1`` (scikit-learn's ``sklearn.semi_supervised``
+            convention; also ``(image, None)`` items) as unlabelled, with label ``-1`` in ``y``
+            (``FlowData.labelled()`` / ``.unlabelled()`` separate them). Off by default, where
+            every row needs a class; when no row has a label, ``y`` is ``None``.
 
     Returns:
         :class:`FlowData`. Integer images stay integer (``uint8`` / ``int64``); float images that
@@ -344,7 +395,9 @@ def as_flow_data(
     """
     if isinstance(data, FlowData):
         if levels is not None and data.is_discrete and data.levels != levels:
-            data = _finish(data.x, data.y, levels, data.class_names, "data")
+            data = _finish(data.x, data.y, levels, data.class_names, "data", allow_unlabelled)
+        if not allow_unlabelled and data.y is not None and bool((data.y < 0).any()):
+            _labels_to_tensor(data.y, len(data), None)  # the error for -1 labels
         if class_names is not None:
             data = replace(data, class_names=[str(c) for c in class_names])
         return data
@@ -353,12 +406,12 @@ def as_flow_data(
             data, y = data
     if isinstance(data, (Tensor, np.ndarray)):
         x = torch.as_tensor(data) if isinstance(data, Tensor) else _array_to_tensor(data)
-        return _finish(x.detach().cpu(), y, levels, class_names, "x")
+        return _finish(x.detach().cpu(), y, levels, class_names, "x", allow_unlabelled)
     try:
         import datasets
 
         if isinstance(data, datasets.Dataset):
-            out = _from_hf_dataset(data, levels, image_column, label_column)
+            out = _from_hf_dataset(data, levels, image_column, label_column, allow_unlabelled)
             return replace(out, class_names=list(class_names)) if class_names else out
         if isinstance(data, (datasets.DatasetDict, datasets.IterableDataset)):
             raise TypeError(
@@ -368,7 +421,7 @@ def as_flow_data(
     except ImportError:  # datasets is a dependency, but keep the torch path usable without it
         pass
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-        out = _from_torch_dataset(data, levels)
+        out = _from_torch_dataset(data, levels, allow_unlabelled)
         return replace(out, class_names=list(class_names)) if class_names else out
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):  # a pandas DataFrame
         raise TypeError(
@@ -428,7 +481,9 @@ def load_sklearn(name: str) -> FlowData:
 def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> FlowData:
     """Images in ``root/<class name>/<file>`` (torchvision ``ImageFolder`` layout), read locally.
 
-    Classes are the sub-folder names in sorted order. Grayscale folders give 1 channel, anything
+    Classes are the sub-folder names in sorted order; a folder whose images sit directly in
+    ``root`` (no class sub-folders) is unlabelled (``y=None``), e.g. for
+    ``fit(unlabelled=...)``. Grayscale folders give 1 channel, anything
     else 3 (RGB); all images must have one size.
     """
     from PIL import Image
@@ -441,10 +496,14 @@ def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> Flo
             if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
                 files.append(f)
                 labels.append(label)
+    if not files:  # images directly in root: an unlabelled folder
+        files = [f for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        files = [f for f in files if f.is_file()]
+        classes, labels = [], None
     if not files:
         raise ValueError(
             f"{root} holds no images in class sub-folders (root/<class>/<image>, extensions "
-            f"{IMAGE_EXTENSIONS})."
+            f"{IMAGE_EXTENSIONS}) nor directly in it (unlabelled images)."
         )
     opened = []
     for f in files:
@@ -461,7 +520,7 @@ def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> Flo
         opened.append(img)
     mode = "L" if all(img.mode in ("L", "1") for img in opened) else "RGB"
     x = _stack_images([img.convert(mode) for img in opened], str(root), [str(f) for f in files])
-    return _finish(x, labels, levels, classes, str(root))
+    return _finish(x, labels, levels, classes or None, str(root))
 
 
 def _load_hf_split(path: Path) -> Any:
@@ -483,12 +542,15 @@ def _load_hf_split(path: Path) -> Any:
     return ds
 
 
-def _load_hf_directory(path: Path, levels: int | None) -> FlowData:
-    return as_flow_data(_load_hf_split(path), levels=levels)
+def _load_hf_directory(path: Path, levels: int | None, allow_unlabelled: bool) -> FlowData:
+    return as_flow_data(_load_hf_split(path), levels=levels, allow_unlabelled=allow_unlabelled)
 
 
 def load_data(
-    spec: str | os.PathLike, levels: int | None = None, option: str = "--data"
+    spec: str | os.PathLike,
+    levels: int | None = None,
+    option: str = "--data",
+    allow_unlabelled: bool = False,
 ) -> FlowData:
     """Load the data a CLI ``--data`` argument names.
 
@@ -498,6 +560,8 @@ def load_data(
             folder ``root/<class>/<image>``. Nothing is downloaded.
         levels: intensity levels for integer data that does not imply them.
         option: the command-line option that named ``spec``, for error messages.
+        allow_unlabelled: keep label ``-1`` rows of a saved dataset as unlabelled (see
+            :func:`as_flow_data`); an image folder without class sub-folders is unlabelled.
     """
     text = str(spec)
     if text.startswith("sklearn:"):
@@ -518,7 +582,7 @@ def load_data(
         raise ValueError(f"{option} {text!r} must be a directory (saved dataset or image folder).")
     markers = ("dataset_info.json", "state.json", "dataset_dict.json")
     if any((path / m).is_file() for m in markers):
-        return _load_hf_directory(path, levels)
+        return _load_hf_directory(path, levels, allow_unlabelled)
     return load_image_folder(path, levels)
 
 

@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ from torch import Tensor, nn
 
 from flowaug.data import FlowData, as_flow_data
 from flowaug.io import atomic_write_bytes, load_tensors, save_tensors
+from flowaug.seeding import derive_seed as _derive_seed
+from flowaug.seeding import generator as _generator
+from flowaug.semi_supervised import SEMI_SUPERVISED_MODES, SemiSupervisedBatches
 
 __all__ = [
     "TrainConfig",
@@ -103,6 +106,24 @@ class TrainConfig:
         init_batch_size: samples in the (seeded) batch used for data-dependent initialization.
         progress: show a tqdm progress bar (main process only).
         cpu: train on CPU even when a GPU is available.
+        semi_supervised: how unlabelled examples (``fit(..., unlabelled=...)``, or label -1)
+            enter a class-conditional model: ``"marginal"`` (each with a class drawn from the
+            flow's posterior: the class-marginal likelihood) or ``"pseudo"`` (only those whose
+            posterior reaches ``pseudo_threshold``, with their most probable class). See
+            :mod:`flowaug.semi_supervised`.
+        unlabelled_fraction: share of each batch drawn from the unlabelled examples once they
+            take part.
+        unlabelled_weight: weight of an unlabelled example's loss relative to a labelled one's.
+        unlabelled_start: step at which unlabelled examples join (labelled-only before, so that
+            the flow's classifier means something); default ``warmup_steps``.
+        refresh_every: steps between refreshes of the unlabelled examples' posteriors (and of a
+            learned class prior); default ``eval_every``.
+        pseudo_threshold: the posterior an unlabelled example needs in ``"pseudo"`` mode.
+        class_prior: the class prior ``pi``: ``None`` (the labelled examples' class shares),
+            one positive number per class (normalized), or ``"learn"`` (EM updates from the
+            unlabelled posteriors at every refresh).
+        align_posteriors: rescale the unlabelled posteriors so that their mean matches the
+            prior (distribution alignment); keeps a class from claiming ever more of the pool.
     """
 
     batch_size: int = 64
@@ -128,13 +149,21 @@ class TrainConfig:
     init_batch_size: int = 512
     progress: bool = True
     cpu: bool = False
+    semi_supervised: str = "marginal"
+    unlabelled_fraction: float = 0.5
+    unlabelled_weight: float = 1.0
+    unlabelled_start: int | None = None
+    refresh_every: int | None = None
+    pseudo_threshold: float = 0.9
+    class_prior: list[float] | str | None = None
+    align_posteriors: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (e.g. from a sweep over np.arange) as Python's
             value = getattr(self, f.name)
             if isinstance(value, np.generic) and not isinstance(value, np.bool_):
                 setattr(self, f.name, value.item())
-        for name in ("progress", "cpu"):
+        for name in ("progress", "cpu", "align_posteriors"):
             value = getattr(self, name)
             if isinstance(value, np.bool_):
                 setattr(self, name, bool(value))
@@ -160,9 +189,37 @@ class TrainConfig:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("warmup_steps", self.warmup_steps, minimum=0)
         _check_int("seed", self.seed, minimum=0)
-        for name in ("patience", "checkpoint_every"):
+        for name in ("patience", "checkpoint_every", "refresh_every"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
+        if self.unlabelled_start is not None:
+            _check_int("unlabelled_start", self.unlabelled_start, minimum=0)
+        if self.semi_supervised not in SEMI_SUPERVISED_MODES:
+            raise ValueError(
+                f"semi_supervised must be one of {SEMI_SUPERVISED_MODES}, got "
+                f"{self.semi_supervised!r}."
+            )
+        _check_number("unlabelled_fraction", self.unlabelled_fraction, low=0.0, high=1.0)
+        if self.unlabelled_fraction >= 1.0:
+            raise ValueError(
+                f"unlabelled_fraction must be in [0, 1) (some of each batch stays labelled), "
+                f"got {self.unlabelled_fraction}."
+            )
+        _check_number("unlabelled_weight", self.unlabelled_weight, low=0.0)
+        _check_number("pseudo_threshold", self.pseudo_threshold, low=0.0, high=1.0)
+        if isinstance(self.class_prior, str) and self.class_prior != "learn":
+            raise ValueError(
+                f"class_prior must be None, 'learn' or one positive number per class, got "
+                f"{self.class_prior!r}."
+            )
+        if self.class_prior is not None and not isinstance(self.class_prior, str):
+            prior = np.asarray(self.class_prior, dtype=float).reshape(-1)
+            if prior.size == 0 or not np.all(np.isfinite(prior)) or np.any(prior <= 0):
+                raise ValueError(
+                    f"class_prior must hold one positive, finite number per class, got "
+                    f"{self.class_prior!r}."
+                )
+            self.class_prior = [float(v) for v in prior / prior.sum()]
         _check_number("lr", self.lr, low=0.0, low_open=True)
         _check_number("weight_decay", self.weight_decay, low=0.0)
         _check_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
@@ -259,19 +316,6 @@ class History:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _derive_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed that is a pure function of ``(seed, *keys)``."""
-    words = [int(seed)] + [
-        k if isinstance(k, int) else int.from_bytes(k.encode()[:8].ljust(8, b"\0"), "little")
-        for k in keys
-    ]
-    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def _generator(seed: int, *keys: int | str) -> torch.Generator:
-    return torch.Generator().manual_seed(_derive_seed(seed, *keys))
-
-
 def prepare_batch(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``model.prepare_batch`` for a raw batch; ``uint8`` goes in as int64.
 
@@ -325,6 +369,24 @@ def _needs_initialization(model: nn.Module) -> bool:
     return not flags or not all(bool(b) for b in flags)
 
 
+def _drop_labels(data: Any) -> Any:
+    """Unlabelled data as given: labels (if any) are not used."""
+    if isinstance(data, FlowData):
+        return replace(data, y=None)
+    pair = isinstance(data, (tuple, list)) and len(data) == 2
+    if pair and isinstance(data[0], (Tensor, np.ndarray)):
+        return data[0]
+    return data
+
+
+def _with_pool(labelled: FlowData, pool: FlowData) -> FlowData:
+    """Labelled rows and the pool in one set for ActNorm's init (the pool as class 0: at
+    initialization the class does not change any activation, since every coupling and prior
+    starts without class dependence)."""
+    y = torch.cat([labelled.y, torch.zeros(len(pool), dtype=torch.long)])
+    return replace(labelled, x=torch.cat([labelled.x, pool.x.to(labelled.x.dtype)]), y=y)
+
+
 def _clone_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -339,6 +401,8 @@ class FlowTrainer:
     After :meth:`fit` the model holds the best validation weights (or the EMA / last weights
     without validation data) and is in eval mode; ``trainer.history`` holds the records.
     """
+
+    _ssl: SemiSupervisedBatches | None = None
 
     def __init__(self, model: nn.Module, config: TrainConfig | None = None):
         for attr in ("log_prob", "prepare_batch", "bits_per_dim_from_log_prob", "event_shape"):
@@ -357,12 +421,12 @@ class FlowTrainer:
         self.history: History | None = None
 
     # --- data --------------------------------------------------------------------------------
-    def _as_data(self, data: Any, name: str) -> FlowData:
+    def _as_data(self, data: Any, name: str, needs_labels: bool = True) -> FlowData:
         levels = getattr(self.model, "levels", None)
         if isinstance(data, FlowData):
             out = data
         else:
-            out = as_flow_data(data, levels=levels if levels is not None else None)
+            out = as_flow_data(data, levels=levels, allow_unlabelled=True)
         if out.event_shape != tuple(self.model.event_shape):
             raise ValueError(
                 f"{name} has samples of shape {list(out.event_shape)} but the model expects "
@@ -374,14 +438,54 @@ class FlowTrainer:
                 f"with levels={levels}; build it with levels={out.levels}."
             )
         classes = int(getattr(self.model, "num_classes", 0))
-        if classes and out.y is None:
-            raise ValueError(f"{name} has no labels but the model has {classes} classes.")
+        if classes and out.y is None and needs_labels:
+            raise ValueError(
+                f"{name} has no labels but the model has {classes} classes; pass unlabelled "
+                "examples as unlabelled=... next to labelled ones."
+            )
         if classes and out.y is not None and int(out.y.max()) >= classes:
             raise ValueError(
                 f"{name} has labels up to {int(out.y.max())} but the model has {classes} "
                 "classes; build it with num_classes = number of classes."
             )
         return out
+
+    def _split_unlabelled(
+        self, train: FlowData, unlabelled: Any
+    ) -> tuple[FlowData, FlowData | None]:
+        """``(labelled training rows, unlabelled pool or None)``. An unconditional model has no
+        use for labels: it trains on every row, and no pool is returned."""
+        pool = None if train.y is None else train.unlabelled()
+        if unlabelled is not None:
+            extra = self._as_data(_drop_labels(unlabelled), "unlabelled", needs_labels=False)
+            if extra.x.dtype != train.x.dtype and (extra.is_discrete != train.is_discrete):
+                raise ValueError(
+                    f"unlabelled holds {extra.x.dtype} data but train holds {train.x.dtype}; "
+                    "pass both as integer images with the same levels, or both as floats."
+                )
+            extra_x = extra.x.to(train.x.dtype)
+            pool_x = extra_x if pool is None or not len(pool) else torch.cat([pool.x, extra_x])
+            pool = replace(extra, x=pool_x, y=None)
+        if pool is None or not len(pool):
+            return train, None
+        if not int(getattr(self.model, "num_classes", 0)):
+            everything = torch.cat([train.labelled().x, pool.x]) if train.y is not None else (
+                torch.cat([train.x, pool.x])
+            )
+            return replace(train, x=everything, y=None), None
+        labelled = train.labelled()
+        if not len(labelled):
+            raise ValueError(
+                "train has no labelled rows but the model is class-conditional; give some "
+                "labelled examples, or fit an unconditional model (num_classes=None)."
+            )
+        prior = self.config.class_prior
+        if isinstance(prior, list) and len(prior) != self.model.num_classes:
+            raise ValueError(
+                f"class_prior has {len(prior)} entries but the model has "
+                f"{self.model.num_classes} classes; give one per class."
+            )
+        return labelled, pool
 
     def _lr(self, step: int) -> float:
         cfg = self.config
@@ -408,16 +512,27 @@ class FlowTrainer:
 
     # --- main loop ---------------------------------------------------------------------------
     def fit(
-        self, train: Any, val: Any = None, *, resume_from: str | os.PathLike | None = None
+        self,
+        train: Any,
+        val: Any = None,
+        *,
+        unlabelled: Any = None,
+        resume_from: str | os.PathLike | None = None,
     ) -> History:
         """Train on ``train``, validating on ``val``; returns the :class:`History`.
 
         Args:
             train: anything :func:`flowaug.data.as_flow_data` accepts (tensors, arrays, a torch
                 Dataset of ``(image, label)``, a ``datasets.Dataset``); integer images are
-                dequantized with fresh noise every batch.
+                dequantized with fresh noise every batch. Rows labelled ``-1`` (or
+                ``(image, None)``) are unlabelled.
             val: validation data, scored with fixed dequantization noise so that evaluations
-                compare; drives best-weights restore and early stopping.
+                compare; drives best-weights restore and early stopping. With unlabelled data,
+                the flow's classification accuracy on it is recorded too (``val_accuracy``).
+            unlabelled: more unlabelled examples (any form ``train`` takes; labels, if any, are
+                ignored). A class-conditional model learns from them through its own class
+                posterior (``config.semi_supervised``, see :mod:`flowaug.semi_supervised`); an
+                unconditional one simply trains on them too.
             resume_from: a checkpoint folder, or ``"latest"`` for the newest complete one in
                 ``output_dir/checkpoints`` (a fresh start when there is none).
 
@@ -429,18 +544,22 @@ class FlowTrainer:
             devices = [self.accelerator.device.index or 0]
         with torch.random.fork_rng(devices=devices):
             try:
-                return self._fit(train, val, resume_from)
+                return self._fit(train, val, unlabelled, resume_from)
             finally:
                 # free_memory collects garbage (1-2 s): only worth it for accelerator memory
                 if self.accelerator.device.type != "cpu":
                     self.accelerator.free_memory()
 
-    def _fit(self, train: Any, val: Any, resume_from: str | os.PathLike | None) -> History:
+    def _fit(
+        self, train: Any, val: Any, unlabelled: Any, resume_from: str | os.PathLike | None
+    ) -> History:
         cfg, acc, model = self.config, self.accelerator, self.model
-        train_data = self._as_data(train, "train")
-        val_data = None if val is None else self._as_data(val, "val")
+        train_data, pool = self._split_unlabelled(self._as_data(train, "train"), unlabelled)
+        val_data = None if val is None else self._as_data(val, "val").labelled()
+        if val_data is not None and not len(val_data):
+            val_data = None
         world, rank = acc.num_processes, acc.process_index
-        n = len(train_data)
+        n = len(train_data) + (0 if pool is None else len(pool))
         if cfg.batch_size % world:
             raise ValueError(
                 f"batch_size={cfg.batch_size} must divide by the number of processes ({world})."
@@ -453,6 +572,16 @@ class FlowTrainer:
         steps_per_epoch = n // cfg.batch_size
         local = cfg.batch_size // world
         levels = getattr(model, "levels", None) if train_data.is_discrete else None
+        self._ssl = None
+        if pool is not None:
+            self._ssl = SemiSupervisedBatches(
+                train_data.x,
+                train_data.y,
+                pool.x,
+                model.num_classes,
+                cfg,
+                lambda x, gen: prepare_batch(model, x, gen),
+            )
 
         state = _RunState()
         root = self._checkpoint_root()
@@ -468,7 +597,7 @@ class FlowTrainer:
         if checkpoint is not None:
             state = self._load_checkpoint(checkpoint, n)
         elif _needs_initialization(model):
-            self._initialize(train_data)
+            self._initialize(train_data if pool is None else _with_pool(train_data, pool))
 
         objective = _NLLObjective(model, levels)
         optimizer = self._optimizer()
@@ -506,22 +635,34 @@ class FlowTrainer:
             while state.step < cfg.max_steps and not state.stopped_early:
                 step = state.step
                 epoch, pos = divmod(step, steps_per_epoch)
-                if epoch != perm_epoch:
-                    perm = torch.randperm(n, generator=_generator(cfg.seed, "order", epoch))
-                    perm_epoch = epoch
-                batch = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+                weights = None
+                if self._ssl is not None:
+                    if self._ssl.needs_refresh(step):
+                        self._ssl.refresh(model, step, acc.device, cfg.eval_batch_size)
+                    x_raw, y_global, weights = self._ssl.batch(step)
+                else:
+                    if epoch != perm_epoch:
+                        perm = torch.randperm(n, generator=_generator(cfg.seed, "order", epoch))
+                        perm_epoch = epoch
+                    batch = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+                    x_raw, y_global = x_all[batch], None if y_all is None else y_all[batch]
                 # the noise of the whole global batch, then this process's slice: the same
                 # numbers whatever the number of processes
-                x = prepare_batch(model, x_all[batch], _generator(cfg.seed, "noise", step))
+                x = prepare_batch(model, x_raw, _generator(cfg.seed, "noise", step))
                 x = x[rank * local : (rank + 1) * local].to(acc.device)
-                y = None if y_all is None else y_all[batch][rank * local : (rank + 1) * local]
+                y = None if y_global is None else y_global[rank * local : (rank + 1) * local]
                 y = None if y is None else y.to(acc.device)
                 for group in optimizer.param_groups:
                     group["lr"] = self._lr(step)
                 torch.manual_seed(_derive_seed(cfg.seed, "dropout", step, rank))
 
                 with acc.autocast():
-                    loss = objective(x, y).mean()
+                    bpd = objective(x, y)
+                    if weights is None:
+                        loss = bpd.mean()
+                    else:  # the weighted mean over the global batch, whatever the processes
+                        local_w = weights[rank * local : (rank + 1) * local].to(bpd.device)
+                        loss = (bpd * local_w).sum() * world / weights.sum().clamp_min(1e-12)
                 acc.backward(loss)
                 max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
                 grad_norm = acc.clip_grad_norm_(objective.parameters(), max_norm)
@@ -635,21 +776,25 @@ class FlowTrainer:
         self, state: _RunState, loader: Any, levels: int | None, start: float, epoch: int
     ) -> dict[str, Any]:
         cfg, acc, model = self.config, self.accelerator, self.model
-        val_bpd = None
+        val_bpd = val_accuracy = None
         if loader is not None:
             raw = _clone_state(model) if state.ema is not None else None
             if raw is not None:
                 model.load_state_dict(state.ema)
             model.eval()
             try:
-                scores = []
+                scores, hits = [], []
                 for x, y in loader:
                     labels = y if getattr(model, "num_classes", 0) else None
                     with acc.autocast():
                         log_prob = model.log_prob(x, labels).float()
+                        if self._ssl is not None:  # the flow's own Bayes classifier
+                            pred = model.class_log_prob(x).argmax(1)
+                            hits.append(acc.gather_for_metrics((pred == y).float()))
                     bpd = model.bits_per_dim_from_log_prob(log_prob, levels)
                     scores.append(acc.gather_for_metrics(bpd))
                 val_bpd = float(torch.cat(scores).mean())
+                val_accuracy = float(torch.cat(hits).mean()) if hits else None
                 improved = math.isfinite(val_bpd) and (
                     state.best_val is None or val_bpd < state.best_val - cfg.min_delta
                 )
@@ -674,6 +819,9 @@ class FlowTrainer:
             "time": round(time.perf_counter() - start, 3),
             "bad_steps": state.bad_steps,
         }
+        if self._ssl is not None:
+            record["val_accuracy"] = val_accuracy
+            record["class_prior"] = [round(float(v), 6) for v in self._ssl.prior]
         state.records.append(record)
         state.train_sum, state.train_count = 0.0, 0
         if cfg.output_dir is not None and acc.is_main_process:
@@ -734,7 +882,8 @@ class FlowTrainer:
                 _flatten_optimizer_state(optimizer.state_dict()), tmp / "optimizer.safetensors"
             )
             extra = {}
-            for prefix, tensors in (("ema.", state.ema), ("best.", state.best)):
+            ssl = None if self._ssl is None else self._ssl.state_tensors()
+            for prefix, tensors in (("ema.", state.ema), ("best.", state.best), ("ssl.", ssl)):
                 extra.update({prefix + k: v for k, v in (tensors or {}).items()})
             hashes["extra.safetensors"] = save_tensors(extra, tmp / "extra.safetensors")
             meta = state.to_json()
@@ -756,7 +905,8 @@ class FlowTrainer:
     def _load_checkpoint(self, path: Path, n: int) -> _RunState:
         meta = _read_trainer_state(path)
         saved = meta.get("config", {})
-        changed = _changes(saved, self.config.to_dict(), ignore=_RESUMABLE_CHANGES)
+        defaults = TrainConfig(output_dir=self.config.output_dir).to_dict()
+        changed = _changes(saved, self.config.to_dict(), _RESUMABLE_CHANGES, defaults)
         if changed:
             raise ValueError(
                 f"checkpoint {path} was written with other settings than this run has: "
@@ -787,6 +937,10 @@ class FlowTrainer:
         for prefix, attr in (("ema.", "ema"), ("best.", "best")):
             part = {k[len(prefix) :]: v for k, v in extra.items() if k.startswith(prefix)}
             setattr(state, attr, part or None)
+        if self._ssl is not None:
+            self._ssl.load_state_tensors(
+                {k[4:]: v for k, v in extra.items() if k.startswith("ssl.")}
+            )
         return state
 
     def _load_optimizer(self, optimizer: Any, path: Path) -> None:
@@ -872,10 +1026,15 @@ _RESUMABLE_CHANGES = frozenset(
 )
 
 
-def _changes(saved: Any, now: Any, ignore: frozenset[str] = frozenset()) -> list[str]:
+def _changes(
+    saved: Any, now: Any, ignore: frozenset[str] = frozenset(), defaults: dict | None = None
+) -> list[str]:
     """``"key=saved -> now"`` for every key whose value differs between a JSON-read dict
-    (``saved``) and a live one (``now``, compared as it would read back), ``ignore`` aside."""
-    saved, now = saved or {}, json.loads(json.dumps(now or {}))
+    (``saved``) and a live one (``now``, compared as it would read back), ``ignore`` aside.
+    A key that ``saved`` lacks (written by an older version) counts as its ``defaults`` value."""
+    saved, now = dict(saved or {}), json.loads(json.dumps(now or {}))
+    for key, value in json.loads(json.dumps(defaults or {})).items():
+        saved.setdefault(key, value)
     keys = sorted((set(saved) | set(now)) - ignore)
     return [f"{k}={saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
@@ -901,16 +1060,18 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
 # --- one call from data to a model ----------------------------------------------------------
 
 
-def build_model(data: FlowData, **model_kwargs: Any) -> nn.Module:
+def build_model(data: FlowData, num_samples: int | None = None, **model_kwargs: Any) -> nn.Module:
     """A model with defaults suited to ``data``: Glow for images, TabularFlow for features.
 
-    ``model_kwargs`` override the defaults (e.g. ``depth``, ``hidden``, ``dropout``).
+    ``num_samples`` is the number of training examples the defaults are for (default:
+    ``len(data)``; more when unlabelled examples join); ``model_kwargs`` override the defaults
+    (e.g. ``depth``, ``hidden``, ``dropout``).
     """
     if data.is_image:
         from flowaug.flows.glow import Glow
 
         _, h, w = data.event_shape
-        small = len(data) < 5000
+        small = (len(data) if num_samples is None else num_samples) < 5000
         kwargs: dict[str, Any] = dict(
             depth=8 if max(h, w) <= 16 else 12,
             hidden=64 if max(h, w) <= 16 else 128,
@@ -985,6 +1146,8 @@ def train_val_split(data: FlowData, fraction: float, seed: int = 0) -> tuple[Flo
 def fit(
     data: Any,
     *,
+    unlabelled: Any = None,
+    init: Any = None,
     val: Any = None,
     val_fraction: float = 0.1,
     config: TrainConfig | None = None,
@@ -996,8 +1159,17 @@ def fit(
     Args:
         data: images or features in any form :func:`flowaug.data.as_flow_data` accepts, or a
             pandas DataFrame (handed to ``TabularFlow.from_frame(df, **model_kwargs)``, e.g.
-            ``label="target", categorical=[...]``).
-        val: validation data; by default a stratified ``val_fraction`` of ``data`` is held out.
+            ``label="target", categorical=[...]``). Rows labelled ``-1`` (scikit-learn's
+            convention; also ``(image, None)`` items) are unlabelled examples.
+        unlabelled: more examples without labels (any form ``data`` takes; labels, if any, are
+            not used). A class-conditional flow learns from them through its own class
+            posterior (semi-supervised: see :mod:`flowaug.semi_supervised`), which is where
+            the accuracy is when labels are few.
+        init: a fitted model, or the folder of a saved one, to start from (transfer): an
+            unconditional flow fitted on unlabelled images, or a flow fitted on other classes
+            (see :func:`flowaug.transfer.transfer_model`); ``model_kwargs`` do not apply.
+        val: validation data; by default a stratified ``val_fraction`` of the labelled rows is
+            held out.
         val_fraction: held-out share when ``val`` is None (0 trains on everything, without
             best-weights selection or early stopping).
         config: a :class:`TrainConfig`; by default chosen from the data size
@@ -1021,19 +1193,39 @@ def fit(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
     _check_int("seed", seed, minimum=0)
     if _is_data_frame(data):
-        return _fit_frame(data, val, val_fraction, config, seed, model_kwargs)
-    levels = model_kwargs.get("levels")
-    flow_data = as_flow_data(data, levels=levels)
-    if val is None and val_fraction > 0:
-        train_data, val_data = train_val_split(flow_data, val_fraction, seed)
+        return _fit_frame(data, unlabelled, val, val_fraction, config, seed, model_kwargs)
+    if init is not None and model_kwargs:
+        raise ValueError(
+            f"init= starts from a fitted model, whose architecture is fixed; drop "
+            f"{sorted(model_kwargs)} or fit without init."
+        )
+    levels = model_kwargs.get("levels", getattr(init, "levels", None))
+    flow_data = as_flow_data(data, levels=levels, allow_unlabelled=True)
+    pool = None
+    if unlabelled is not None:
+        pool = as_flow_data(_drop_labels(unlabelled), levels=flow_data.levels)
+    labelled = flow_data.labelled() if flow_data.y is not None else flow_data
+    if val is None and val_fraction > 0 and len(labelled) > 1:
+        train_data, val_data = train_val_split(labelled, val_fraction, seed)
     else:
-        train_data = flow_data
+        train_data = labelled
         val_data = None if val is None else as_flow_data(val, levels=flow_data.levels)
+    if flow_data.y is not None and bool(flow_data.unlabelled_mask.any()):
+        rows = flow_data.unlabelled()
+        if pool is not None:
+            rows = replace(rows, x=torch.cat([rows.x, pool.x.to(rows.x.dtype)]))
+        pool = rows
+    total = len(train_data) + (0 if pool is None else len(pool))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(flow_data, **model_kwargs)
-    config = config or default_config(len(train_data), seed=seed)
-    FlowTrainer(model, config).fit(train_data, val_data)
+        if init is not None:
+            from flowaug.transfer import transfer_model
+
+            model = transfer_model(init, flow_data.num_classes, flow_data.class_names)
+        else:
+            model = build_model(flow_data, num_samples=total, **model_kwargs)
+    config = config or default_config(total, seed=seed)
+    FlowTrainer(model, config).fit(train_data, val_data, unlabelled=pool)
     model.class_names = flow_data.class_names
     return model
 
@@ -1048,6 +1240,7 @@ def _is_data_frame(data: Any) -> bool:
 
 def _fit_frame(
     frame: Any,
+    unlabelled: Any,
     val: Any,
     val_fraction: float,
     config: TrainConfig | None,

@@ -363,3 +363,29 @@ def test_generate_writes_shards_and_a_rerun_writes_nothing(
     # another request into the same folder is refused, with the reason
     assert main([*argv[:-2], "2", "--no-progress"]) == 1
     assert "different request" in capsys.readouterr().err
+
+
+def test_fit_with_unlabelled_images_and_init(tmp_path, capsys):
+    labelled = write_image_folder(tmp_path / "images", 8)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):  # images directly in the folder: unlabelled
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(pool / f"{i}.png")
+    common = ["--val-fraction", "0", "--steps", "3", "--batch-size", "4", "--no-progress"]
+    out = tmp_path / "semi"
+    argv = ["fit", "--data", str(labelled), "--unlabelled", str(pool), "--out", str(out)]
+    assert main([*argv, *common, *TINY_MODEL]) == 0
+    assert "8 train / 0 validation samples of shape [1, 8, 8], 2 classes, 12 unlabelled" in (
+        capsys.readouterr().out
+    )
+    unconditional = tmp_path / "unconditional"
+    argv = ["fit", "--data", str(pool), "--out", str(unconditional), *common, *TINY_MODEL]
+    assert main(argv) == 0 and flowaug.load(unconditional).num_classes == 0
+    tuned = tmp_path / "tuned"
+    argv = ["fit", "--data", str(labelled), "--init", str(unconditional), "--out", str(tuned)]
+    assert main([*argv, *common]) == 0
+    model = flowaug.load(tuned)
+    assert model.num_classes == 2 and model.class_names == ["cats", "dogs"]
+    assert main([*argv, *common, "--overwrite", "--depth", "2"]) == 1
+    assert "--init starts from a fitted model" in capsys.readouterr().err
