@@ -10,6 +10,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import perturb_zero_init
 from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -463,6 +464,8 @@ def test_batch_errors(model, bank):
         (dict(mode="latent", coarse_scales=3), r"coarse_scales must be an int in \[1, 2\]"),
         (dict(mode="latent", coarse_scales=0), r"has 2 latent scales"),
         (dict(mode="latent", coarse_scales=1.0), "coarse_scales must be an int"),
+        (dict(confidence=1.5), r"confidence must be a probability in \[0, 1\]"),
+        (dict(confidence="high"), "confidence must be a number"),
     ],
 )
 def test_constructor_errors(model, bank, kwargs, match):
@@ -489,3 +492,204 @@ def test_labels_getter_none_ignores_labels(model, bank):
 
 def test_docstring_examples_run():
     assert doctest.testmod(flowaug.augment).failed == 0
+
+
+# --- labels it cannot read, images without labels (issue 13) ---------------------------------
+UNREADABLE = ["7", 7.5, 3.0, True, [7], torch.tensor([1, 2]), torch.eye(10)[3], np.array(["7"])]
+
+
+@pytest.mark.parametrize("label", UNREADABLE, ids=lambda v: type(v).__name__ + repr(v)[:12])
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda aug, x, y: aug((x, y)),
+        lambda aug, x, y: aug([x, y]),
+        lambda aug, x, y: aug(x, y),
+        lambda aug, x, y: aug((x, y, "meta")),
+        lambda aug, x, y: aug({"image": x, "label": y}),
+        lambda aug, x, y: aug((x, {"labels": y})),
+    ],
+    ids=["tuple", "list", "args", "triple", "dict", "target-dict"],
+)
+@pytest.mark.parametrize("kind", ["pil", "uint8", "float32", "tv_image_float"])
+def test_a_label_it_cannot_read_is_an_error_in_every_form(model, bank, label, form, kind):
+    # never the flow's own class next to the sample's label
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    with pytest.raises((ValueError, TypeError), match="FlowAugment"):
+        form(aug, INPUTS[kind](), label)
+
+
+@pytest.mark.parametrize("labels", ["7", ["a", "b", "c", "d"], 2.5, torch.rand(4)])
+def test_unreadable_batch_labels_are_errors(model, bank, labels):
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    images = torch.stack([grid_image(i) for i in range(4)])
+    with pytest.raises((ValueError, TypeError), match=r"labels .*shape \[4\]"):
+        aug(images, labels)
+    with pytest.raises((ValueError, TypeError), match=r"shape \[4\]"):
+        aug([images, labels])
+
+
+def flow_posterior(model, images01):
+    return model.classify(image_to_model(images01, 17))
+
+
+@pytest.mark.parametrize("mode", ["resample", "latent"])
+def test_without_labels_only_confident_images_are_replaced(digits_glow, mode):
+    model, x, _ = digits_glow
+    images = x[:200].float() / 16
+    confident = flow_posterior(model, images).amax(1) >= 0.99
+    assert 0 < int(confident.sum()) < 200  # the trained flow is unsure of some digits
+    aug = FlowAugment(model, p=1.0, mode=mode, bank_size=8, seed=0)
+    assert aug.confidence == 0.99
+    singles = list(images)
+    kept = torch.tensor([aug(image) is image for image in singles])
+    assert torch.equal(kept, ~confident)
+    assert aug.stats == {
+        "unlabelled_augmented": int(confident.sum()),
+        "unlabelled_kept": int((~confident).sum()),
+    }
+    j = int((~confident).nonzero()[0])  # unchanged is the same object, for every image type
+    pil = PIL.Image.fromarray((images[j, 0] * 255).round().byte().numpy(), mode="L")
+    unsure = [pil, tv_tensors.Image(images[j]), images[j, 0]]
+    assert all(aug(image) is image and aug((image, None))[0] is image for image in unsure)
+    sample = {"image": unsure[1], "meta": "a"}
+    assert aug(sample) is sample
+    batch = FlowAugment(model, p=1.0, mode=mode, bank_size=8, seed=0)(images)
+    changed = (batch != images).flatten(1).any(1)
+    assert torch.equal(batch[~confident], images[~confident]) and changed[confident].all()
+    everywhere = FlowAugment(model, p=1.0, mode=mode, bank_size=8, seed=0, confidence=0.0)
+    assert (everywhere(images) != images).flatten(1).any(1).all()
+
+
+def test_without_a_label_it_warns_once_and_points_to_the_joint_path(model, bank):
+    import warnings
+
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        aug(grid_image(1), 3)  # labelled: no warning
+        assert not caught
+        for i in range(3):
+            aug(grid_image(i))
+            aug({"image": grid_image(i)})
+        FlowAugment(model, p=1.0, bank=bank, labels_getter=None)(grid_image())  # asked for
+        aug(torch.stack([grid_image(i) for i in range(4)]))  # a batch is called as such
+    assert len(caught) == 1 and caught[0].category is UserWarning
+    assert "(image, label)" in str(caught[0].message) and "aug.stats" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("mode", ["resample", "latent"])
+@pytest.mark.parametrize("p", [1.0, 0.0])
+def test_value_range_is_checked_on_every_call(model, bank, mode, p):
+    aug = FlowAugment(model, p=p, mode=mode, bank=bank if mode == "resample" else None, seed=0)
+    for i in range(40):
+        aug(grid_image(i), i % 10)
+    normalized = grid_image(3) * 2 - 1  # v2.Normalize before FlowAugment
+    with pytest.raises(ValueError, match=r"values in \[-1, 1\]; rescale them to \[0, 1\]"):
+        aug(normalized, 3)
+    with pytest.raises(ValueError, match=r"rescale them to \[0, 1\]"):
+        aug(torch.stack([grid_image(0), normalized]), torch.tensor([1, 3]))
+
+
+# --- ecosystem conventions (issue 13) ---------------------------------------------------------
+@pytest.mark.parametrize("container", [dict, list, tuple])
+@pytest.mark.parametrize("wrap", [tv_tensors.Image, lambda t: t])
+def test_a_batched_image_next_to_other_images_in_one_sample(model, bank, container, wrap):
+    # torchvision's _check_transform_sample_input_smoke: the input (here a batch) first, then a
+    # tv_tensors.Image, a PIL image, boxes, masks and plain values
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    batch = wrap(torch.stack([grid_image(i) for i in range(4)]))
+    sample = {"image_or_video": batch, "image_tv_tensor": tv_tensors.Image(grid_image(5))}
+    sample["image_pil"] = INPUTS["pil"]()
+    sample.update({k: v for k, v in mixed_sample(None).items() if k != "image"})
+    sample = sample if container is dict else container(sample.values())
+    flat_in, spec_in = tree_flatten(sample)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = aug(sample)
+    flat_out, spec_out = tree_flatten(out)
+    assert spec_out == spec_in
+    for a, b, need in zip(flat_in, flat_out, aug._needs_transform_list(flat_in), strict=True):
+        if need:
+            assert_same_kind(b, a)
+        else:
+            assert b is a
+
+
+def test_a_batch_in_a_sample_keeps_one_label_per_image(model, bank):
+    import copy
+
+    aug = FlowAugment(model, p=1.0, bank=bank, seed=0)
+    alone = copy.deepcopy(aug)
+    batch = tv_tensors.Image(torch.stack([grid_image(i) for i in range(4)]))
+    labels = torch.tensor([3, 1, 2, 0])
+    out = aug({"image": batch, "other": tv_tensors.Image(grid_image(5)), "labels": labels})
+    assert out["labels"] is labels
+    assert torch.equal(out["image"], alone(batch, labels)[0])
+    for image, c in zip(out["image"], labels.tolist(), strict=True):
+        assert image.numpy().tobytes() in {bank.get(c, i).numpy().tobytes() for i in range(16)}
+
+
+@pytest.mark.parametrize("mode", ["resample", "latent"])
+def test_deepcopy_continues_the_random_stream(model, bank, mode):
+    import copy
+
+    aug = FlowAugment(model, p=0.5, mode=mode, bank=bank if mode == "resample" else None, seed=3)
+    run_sequence(aug, 5)
+    twin = copy.deepcopy(aug)
+    images = torch.stack([grid_image(i) for i in range(8)])
+    for a, b in zip(run_sequence(aug), run_sequence(twin), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(aug(images, torch.arange(8))[0], twin(images, torch.arange(8))[0])
+    fresh = FlowAugment(model, p=0.5, mode=mode, bank=bank if mode == "resample" else None, seed=3)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(run_sequence(aug), run_sequence(fresh), strict=True)
+    )
+
+
+# --- an unconditional flow in latent mode (issue 12, item 4) ----------------------------------
+@pytest.fixture(scope="module")
+def unconditional():
+    torch.manual_seed(0)
+    m = perturb_zero_init(Glow((1, 8, 8), num_classes=None, depth=1, hidden=8, levels=17), 0.2)
+    m.initialize(torch.rand(64, 1, 8, 8))
+    return m.eval()
+
+
+@pytest.mark.parametrize("kind", list(INPUTS))
+def test_latent_mode_varies_images_of_an_unconditional_flow(unconditional, kind):
+    import warnings
+
+    aug = FlowAugment(unconditional, p=1.0, mode="latent", strength=0.8, seed=0)
+    inpt = INPUTS[kind]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no label is needed: no warning
+        out = aug(inpt)
+    assert_same_kind(out, inpt)
+    as_array = np.asarray(out) if isinstance(out, PIL.Image.Image) else out.numpy()
+    before = np.asarray(inpt) if isinstance(inpt, PIL.Image.Image) else inpt.numpy()
+    assert not np.array_equal(as_array, before)
+    for label in (4, "seven", torch.tensor([0.2, 0.7]), None):  # never read, passed through
+        pair = aug((inpt, label))
+        assert pair[1] is label
+        assert_same_kind(pair[0], inpt)
+    assert aug.stats == {"unlabelled_augmented": 0, "unlabelled_kept": 0}
+
+
+def test_unconditional_latent_batches_and_strength_zero(unconditional):
+    images = torch.stack([grid_image(i) for i in range(6)])
+    aug = FlowAugment(unconditional, p=1.0, mode="latent", seed=0)
+    for labels in (np.array(list("abcdef")), torch.rand(6, 3), torch.arange(6) + 100):
+        out, passed = aug(images, labels)
+        assert passed is labels and out.shape == images.shape and not torch.equal(out, images)
+    same = FlowAugment(unconditional, p=1.0, mode="latent", strength=0.0, seed=0)
+    assert torch.equal(same(images), images)
+    x8 = (grid_image() * 255).round().to(torch.uint8)
+    assert torch.equal(same(x8, 1)[0], x8)
+
+
+def test_unconditional_flow_needs_latent_mode(unconditional):
+    with pytest.raises(
+        ValueError, match=r"mode='resample'\) needs a class-conditional .* use mode='latent'"
+    ):
+        FlowAugment(unconditional)
