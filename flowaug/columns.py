@@ -36,6 +36,7 @@ __all__ = [
     "ConstantColumn",
     "LabelEncoder",
     "TableEncoder",
+    "unlabelled_rows",
 ]
 
 # dequantization noise is drawn from [_EDGE, 1 - _EDGE) so that float32 round trips never cross a
@@ -840,3 +841,32 @@ def redequantize(
         u = torch.rand(cell.shape, generator=generator, device=x.device, dtype=x.dtype)
         out[:, sl] = (cell + _EDGE + (1 - 2 * _EDGE) * u - mean[sl]) / std[sl]
     return out
+
+
+def unlabelled_rows(labels: Any, unlabelled: Any, what: str = "y") -> np.ndarray:
+    """Bool mask ``[N]`` of the rows whose label equals ``unlabelled`` (scikit-learn's
+    semi-supervised convention: ``-1``), checked so that a real class is never taken for it.
+
+    Args:
+        labels: the label values ``[N]``.
+        unlabelled: the marker value, or ``None`` (no row is unlabelled).
+        what: the labels' name in errors.
+
+    Raises:
+        ValueError: fewer than two labelled classes remain (e.g. binary labels ``{-1, 1}``,
+            where ``-1`` is a class: pass ``unlabelled_label=None``).
+    """
+    values = np.asarray(labels)
+    if unlabelled is None or values.dtype.kind not in "iuf":
+        return np.zeros(len(values), dtype=bool)
+    mask = values == unlabelled
+    if mask.any():
+        classes = np.unique(values[~mask])
+        if len(classes) < 2:
+            raise ValueError(
+                f"{what} marks {int(mask.sum())} rows as unlabelled ({unlabelled!r}, "
+                f"scikit-learn's semi-supervised convention), leaving classes "
+                f"{classes.tolist()}; if {unlabelled!r} is a class here, pass "
+                "unlabelled_label=None."
+            )
+    return mask

@@ -20,7 +20,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-from flowaug.columns import column_names
+from flowaug.columns import column_names, unlabelled_rows
 from flowaug.flows.tabular import TabularFlow
 
 __all__ = ["FlowOversampler", "resolve_sampling_strategy"]
@@ -171,12 +171,18 @@ class FlowOversampler(BaseEstimator):
         impute: ``None`` (missing values raise), ``"mean"`` or ``"mode"``.
         model_kwargs: :class:`TabularFlow` arguments overriding ``DEFAULT_MODEL_KWARGS``.
         train_kwargs: :class:`flowaug.training.TrainConfig` fields overriding the defaults.
+        unlabelled_label: the label of unlabelled rows (scikit-learn's semi-supervised
+            convention: ``-1``). They shape the column encoders and the flow (through its own
+            class posterior) and are not returned by ``fit_resample``, nor counted by
+            ``sampling_strategy``. ``None``: every label is a class (e.g. binary ``{-1, 1}``,
+            which is refused under the default, since one class would remain).
 
     Attributes:
         sampling_strategy_: ``{class: rows generated}`` from the last ``fit``.
         model_: the trained :class:`TabularFlow` (``model_.sample_frame`` draws more rows).
         history_: the trainer's history (``None`` when nothing could be held out).
         selected_: ``"trained"`` or ``"init"``: which model validated better.
+        n_unlabelled_: rows of the last ``fit`` labelled ``unlabelled_label``.
 
     Example:
         >>> from sklearn.datasets import load_iris
@@ -200,6 +206,7 @@ class FlowOversampler(BaseEstimator):
         impute: str | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
         train_kwargs: Mapping[str, Any] | None = None,
+        unlabelled_label: Any = -1,
     ):
         self.sampling_strategy = sampling_strategy
         self.random_state = random_state
@@ -211,6 +218,7 @@ class FlowOversampler(BaseEstimator):
         self.impute = impute
         self.model_kwargs = model_kwargs
         self.train_kwargs = train_kwargs
+        self.unlabelled_label = unlabelled_label
 
     # --- fitting ------------------------------------------------------------------------------
     def _categorical_names(self, frame: pd.DataFrame, kind: str) -> list[str] | None:
@@ -260,20 +268,25 @@ class FlowOversampler(BaseEstimator):
         self._check_params()
         frame, kind = _as_frame(X)
         labels = _as_labels(y, len(frame))
-        classes = pd.unique(labels)
+        unlabelled = unlabelled_rows(labels, self.unlabelled_label)
+        self.n_unlabelled_ = int(unlabelled.sum())
+        classes = pd.unique(labels[~unlabelled])
         if len(classes) < 2:
             raise ValueError(
                 f"y needs at least 2 classes to oversample, got only {classes.tolist()}; "
                 "check the label column."
             )
-        self.sampling_strategy_ = resolve_sampling_strategy(self.sampling_strategy, labels)
+        self.sampling_strategy_ = resolve_sampling_strategy(
+            self.sampling_strategy, labels[~unlabelled]
+        )
         rng = check_random_state(self.random_state)
         self._seed = int(rng.randint(0, 2**31 - 1))
         table = frame.copy()
         label = _LABEL
         while label in table.columns:
             label += "_"
-        table[label] = labels
+        # unlabelled rows shape the column encoders; a labelled class stands in for their label
+        table[label] = np.where(unlabelled, labels[~unlabelled][0], labels)
         kwargs = {**DEFAULT_MODEL_KWARGS, **dict(self.model_kwargs or {})}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._seed)
@@ -291,15 +304,19 @@ class FlowOversampler(BaseEstimator):
             name = f"{name}_"
         self._label_name = name
         x, y_idx = model.encode_frame(table, seed=self._seed)
-        self.history_ = self._train(model, x.cpu(), y_idx.cpu())
+        mask = torch.as_tensor(unlabelled)
+        self.history_ = self._train(model, x[~mask].cpu(), y_idx[~mask].cpu(), x[mask].cpu())
         self.model_ = model.eval()
         self.n_features_in_ = frame.shape[1]
         if kind == "frame":
             self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         return self
 
-    def _train(self, model: TabularFlow, x: torch.Tensor, y: torch.Tensor):
+    def _train(self, model: TabularFlow, x: torch.Tensor, y: torch.Tensor, pool: torch.Tensor):
         """Initialize, train with early stopping, keep whichever of the two validates better.
+
+        ``pool`` holds the unlabelled rows (``y == unlabelled_label``), which the flow learns
+        from through its own class posterior (:mod:`flowaug.semi_supervised`).
 
         Small tables overfit fast: with a few dozen rows the held-out likelihood is often best
         at the data-dependent initialization (a per-class Gaussian in flow form, see
@@ -334,7 +351,9 @@ class FlowOversampler(BaseEstimator):
             cpu=True,
         )
         settings.update(dict(self.train_kwargs or {}))
-        history = FlowTrainer(model, TrainConfig(**settings)).fit((x[train_idx], y[train_idx]), val)
+        history = FlowTrainer(model, TrainConfig(**settings)).fit(
+            (x[train_idx], y[train_idx]), val, unlabelled=pool if len(pool) else None
+        )
         self.selected_ = "trained"
         best = history.best_val_bpd
         if init_bpd is not None and (best is None or not best < init_bpd):
@@ -372,6 +391,10 @@ class FlowOversampler(BaseEstimator):
         self.fit(X, y)
         frame, kind = _as_frame(X)
         labels = _as_labels(y, len(frame))
+        labelled = ~unlabelled_rows(labels, self.unlabelled_label)
+        frame, labels = frame[labelled].reset_index(drop=True), labels[labelled]
+        if kind == "array":
+            X = np.asarray(X)[labelled]
         wanted = {c: n for c, n in self.sampling_strategy_.items() if n > 0}
         synth = self._sample(wanted, seed=self._seed) if wanted else None
         label = self.model_.encoder.label.name

@@ -1247,14 +1247,39 @@ def _fit_frame(
     seed: int,
     model_kwargs: dict[str, Any],
 ) -> nn.Module:
-    """DataFrames: the tabular flow learns its column encoders, then trains on their output."""
+    """DataFrames: the tabular flow learns its column encoders, then trains on their output.
+
+    Rows whose label is ``unlabelled_label`` (default ``-1``; a model kwarg) and the rows of an
+    ``unlabelled`` DataFrame (same feature columns, label column absent or ignored) shape the
+    encoders and enter training as unlabelled examples."""
+    from flowaug.columns import unlabelled_rows
+
     TabularFlow = _tabular_flow_class()
+    model_kwargs = dict(model_kwargs)
+    marker = model_kwargs.pop("unlabelled_label", -1)
+    label = model_kwargs.get("label")
+    table = frame
+    if unlabelled is not None:
+        extra = unlabelled.drop(columns=[label], errors="ignore") if label is not None else (
+            unlabelled
+        )
+        if label is not None:
+            extra = extra.assign(**{label: marker})
+        table = _concat_frames([frame, extra])
+    mask = np.zeros(len(table), dtype=bool)
+    if label is not None:
+        mask = unlabelled_rows(table[label].to_numpy(), marker, f"the label column {label!r}")
+    if mask.any():  # a labelled class stands in for their label while encoders are learned
+        values = table[label].to_numpy()
+        table = table.assign(**{label: np.where(mask, values[~mask][0], values)})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = TabularFlow.from_frame(frame, **model_kwargs)
+        model = TabularFlow.from_frame(table, **model_kwargs)
     names = getattr(model, "class_names", None)
-    x, y = model.encode_frame(frame, seed=seed)
-    data = as_flow_data((x.cpu(), None if y is None else y.cpu()), class_names=names)
+    x, y = model.encode_frame(table, seed=seed)
+    keep = torch.as_tensor(~mask)
+    pool = x[~keep].cpu() if mask.any() else None
+    data = as_flow_data((x[keep].cpu(), None if y is None else y[keep].cpu()), class_names=names)
     if val is None and val_fraction > 0:
         train_data, val_data = train_val_split(data, val_fraction, seed)
     else:
@@ -1262,8 +1287,15 @@ def _fit_frame(
         if val is not None:
             xv, yv = model.encode_frame(val, seed=seed)
             val_data = as_flow_data((xv.cpu(), None if yv is None else yv.cpu()), class_names=names)
-    config = config or default_config(len(train_data), seed=seed)
-    FlowTrainer(model, config).fit(train_data, val_data)
+    total = len(train_data) + (0 if pool is None else len(pool))
+    config = config or default_config(total, seed=seed)
+    FlowTrainer(model, config).fit(train_data, val_data, unlabelled=pool)
     if getattr(model, "class_names", None) is None:
         model.class_names = data.class_names
     return model
+
+
+def _concat_frames(frames: list[Any]) -> Any:
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)

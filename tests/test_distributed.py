@@ -8,6 +8,7 @@ them the production way, ``torchrun --nproc_per_node 2`` with ``ACCELERATE_USE_C
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import textwrap
@@ -25,18 +26,28 @@ GLOBAL_BATCH = 16
 STEPS = 10
 
 
-def train_once(out_dir: str, tag: str, init_seed: int) -> None:
+def train_once(out_dir: str, tag: str, init_seed: int, semi: bool = False) -> None:
     """Train a tiny Glow; write its weights and run facts to ``out_dir/<tag>.*``.
 
     Every rank builds its model from a different seed: ``prepare`` must make them agree.
+    ``semi``: rows 32.. are unlabelled (label -1), joining at step 2 with posteriors refreshed
+    every 3 steps, so the posterior table and the weighted loss are exercised across ranks.
     """
     torch.set_num_threads(1)
     data = load_sklearn("digits")
     train, val = data.subset(range(128)), data.subset(range(128, 192))
+    extra = {}
+    if semi:
+        y = train.y.clone()
+        y[32:] = -1
+        train = dataclasses.replace(train, y=y)
+        extra = dict(unlabelled_start=2, refresh_every=3, semi_supervised="pseudo",
+                     pseudo_threshold=0.15)
     torch.manual_seed(init_seed)
     model = Glow((1, 8, 8), num_classes=10, depth=1, hidden=8, levels=17)
     config = TrainConfig(
-        batch_size=GLOBAL_BATCH, max_steps=STEPS, eval_every=5, warmup_steps=2, progress=False
+        batch_size=GLOBAL_BATCH, max_steps=STEPS, eval_every=5, warmup_steps=2, progress=False,
+        **extra,
     )
     trainer = FlowTrainer(model, config)
     history = trainer.fit(train, val)
@@ -50,12 +61,12 @@ def train_once(out_dir: str, tag: str, init_seed: int) -> None:
     Path(f"{out_dir}/{tag}.json").write_text(json.dumps(facts))
 
 
-def _rank_worker(out_dir: str) -> None:
+def _rank_worker(out_dir: str, semi: bool = False) -> None:
     rank = torch.distributed.get_rank()
-    train_once(out_dir, f"rank{rank}", init_seed=100 + rank)
+    train_once(out_dir, f"rank{rank}", init_seed=100 + rank, semi=semi)
 
 
-def _check(out_dir: Path) -> None:
+def _check(out_dir: Path, semi: bool = False) -> None:
     ranks = [load_file(out_dir / f"rank{r}.st") for r in range(2)]
     facts = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
     for f in facts:
@@ -64,7 +75,7 @@ def _check(out_dir: Path) -> None:
         assert torch.equal(ranks[0][key], ranks[1][key]), key
 
     # one process, same global batch, rank 0's initial weights
-    train_once(str(out_dir), "single", init_seed=100)
+    train_once(str(out_dir), "single", init_seed=100, semi=semi)
     single = load_file(out_dir / "single.st")
     single_facts = json.loads((out_dir / "single.json").read_text())
     assert single_facts["num_processes"] == 1
@@ -102,9 +113,10 @@ def launch_cpu_ranks(function, args: tuple, num_processes: int = 2) -> None:
         start_processes(launcher, args=args, nprocs=num_processes, start_method="spawn")
 
 
-def test_two_cpu_ranks_agree_with_each_other_and_one_process(tmp_path):
-    launch_cpu_ranks(_rank_worker, args=(str(tmp_path),), num_processes=2)
-    _check(tmp_path)
+@pytest.mark.parametrize("semi", [False, True], ids=["labelled", "semi-supervised"])
+def test_two_cpu_ranks_agree_with_each_other_and_one_process(tmp_path, semi):
+    launch_cpu_ranks(_rank_worker, args=(str(tmp_path), semi), num_processes=2)
+    _check(tmp_path, semi)
 
 
 @pytest.mark.slow

@@ -243,3 +243,60 @@ def test_oversampling_helps_a_classifier_on_imbalanced_wine() -> None:
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(*data)
             scores.append(balanced_accuracy_score(y_te, clf.predict(X_te)))
     assert np.mean(resampled) > np.mean(real) + 0.03, (real, resampled)
+
+
+def _few_labels(y: pd.Series, per_class: int, seed: int = 0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
+    )
+    out = pd.Series(-1, index=y.index, name=y.name)
+    out.iloc[keep] = y.iloc[keep]
+    return out
+
+
+@pytest.mark.parametrize("as_frame", [True, False])
+def test_minus_one_rows_shape_the_flow_but_are_not_returned(as_frame) -> None:
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    y_few = _few_labels(y, 5)
+    X_in, y_in = (X, y_few) if as_frame else (X.to_numpy(), y_few.to_numpy())
+    sampler = FlowOversampler(random_state=0, max_steps=30, sampling_strategy={0: 9, 1: 9, 2: 9})
+    X_res, y_res = sampler.fit_resample(X_in, y_in)
+    assert sampler.n_unlabelled_ == len(y) - 15
+    assert sorted(np.unique(np.asarray(y_res)).tolist()) == [0, 1, 2]  # no -1 comes back
+    assert len(X_res) == 27 and np.bincount(np.asarray(y_res)).tolist() == [9, 9, 9]
+    real = np.asarray(X_res)[:15]  # the labelled rows come first, unchanged
+    assert np.allclose(real, np.asarray(X_in)[np.asarray(y_in) != -1])
+    # the unlabelled rows change the fit
+    strategy = {0: 9, 1: 9, 2: 9}
+    labelled_only = FlowOversampler(random_state=0, max_steps=30, sampling_strategy=strategy)
+    mask = np.asarray(y_in) != -1
+    X_alone, _ = labelled_only.fit_resample(X_in[mask], np.asarray(y_in)[mask])
+    assert not np.allclose(np.asarray(X_alone)[15:], np.asarray(X_res)[15:])
+
+
+def test_minus_one_as_a_real_class_is_not_taken_for_unlabelled() -> None:
+    X, y = load_iris(return_X_y=True)
+    binary = np.where(y == 0, -1, 1)
+    with pytest.raises(ValueError, match="pass unlabelled_label=None"):
+        FlowOversampler(random_state=0, max_steps=5).fit(X, binary)
+    sampler = FlowOversampler(random_state=0, max_steps=5, unlabelled_label=None)
+    _, y_res = sampler.fit_resample(X[:70], binary[:70])
+    assert sorted(np.unique(y_res).tolist()) == [-1, 1] and sampler.n_unlabelled_ == 0
+
+
+def test_fit_on_a_frame_with_minus_one_labels() -> None:
+    import flowaug
+    from flowaug.training import TrainConfig
+
+    wine = load_wine(as_frame=True).frame
+    frame = wine.assign(target=_few_labels(wine["target"], 5).to_numpy())
+    cfg = TrainConfig(batch_size=8, max_steps=6, eval_every=3, progress=False)
+    model = flowaug.fit(frame, label="target", config=cfg, val_fraction=0, depth=1, hidden=8)
+    assert model.num_classes == 3 and model.encoder.label.classes == [0, 1, 2]
+    rows = model.sample_frame(2, seed=0)
+    assert sorted(rows["target"].unique().tolist()) == [0, 1, 2]
+    extra = wine.drop(columns="target").iloc[:40]  # more rows without a label column
+    model = flowaug.fit(wine.iloc[40:100], label="target", unlabelled=extra, config=cfg,
+                        val_fraction=0, depth=1, hidden=8)
+    assert model.num_classes == len(wine["target"].iloc[40:100].unique())
