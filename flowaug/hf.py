@@ -30,6 +30,7 @@ import numpy as np
 import PIL.Image
 import torch
 from datasets import ClassLabel, Features, Value
+from datasets.exceptions import DatasetGenerationError
 from torch import Tensor
 
 from flowaug.augment import FlowAugment, _RandomState
@@ -469,12 +470,19 @@ def _image_rows(
         codec.__dict__,
     )
     with _progress_bars(req.progress):
-        return datasets.Dataset.from_generator(
-            functools.partial(_generate_rows, job, req.seed, req.progress),
-            features=features,
-            cache_dir=req.cache_dir,
-            fingerprint=fingerprint,
-        )
+        try:
+            return datasets.Dataset.from_generator(
+                functools.partial(_generate_rows, job, req.seed, req.progress),
+                features=features,
+                cache_dir=req.cache_dir,
+                fingerprint=fingerprint,
+            )
+        except DatasetGenerationError as err:
+            # our own refusals (e.g. non-finite samples) come through as they were raised
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, (ValueError, TypeError)):
+                raise cause from err
+            raise
 
 
 def _no_rows(features: Features) -> datasets.Dataset:

@@ -410,3 +410,33 @@ def test_tabular_dataset(tmp_path):
     assert out["x1"][:] == again["x1"][:]
     by_ratio = hf.augment_dataset(ds, model, ratio=0.5, seed=0, progress=False)
     assert sum(by_ratio["is_synthetic"]) == 15
+
+
+def _table(n: int = 30):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {"x1": rng.normal(size=n), "x2": rng.normal(size=n) * 3 + 1, "label": [0, 1, 2] * (n // 3)}
+    )
+
+
+def test_non_finite_samples_are_refused_before_any_row_is_written(image_ds, model, tmp_path):
+    import copy
+
+    from flowaug.flows.tabular import TabularFlow
+
+    broken = copy.deepcopy(model)  # the fixture is shared: never change its weights
+    with torch.no_grad():
+        broken.prior.base.fill_(float("nan"))
+    kwargs = dict(n_per_class=2, seed=0, progress=False, cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="NaN or infinite values; nothing was written"):
+        hf.augment_dataset(image_ds, broken, **kwargs)
+    frame = _table()
+    table = TabularFlow.from_frame(frame, label="label", depth=1, hidden=8)
+    table.initialize(*table.encode_frame(frame))
+    with torch.no_grad():
+        table.prior.base.fill_(float("nan"))
+    ds = Dataset.from_pandas(frame)
+    with pytest.raises(ValueError, match="NaN or infinite values; nothing was written"):
+        hf.augment_dataset(ds, table, **kwargs)

@@ -23,6 +23,7 @@ __all__ = [
     "ConditionalFlow",
     "standard_normal_log_prob",
     "check_float_tensor",
+    "check_finite_samples",
     "check_temperature",
     "evaluating",
     "is_number",
@@ -82,6 +83,25 @@ def check_float_tensor(
             "model.prepare_batch(x) and rescale float images to [0, 1]."
         )
     return x
+
+
+def check_finite_samples(x: Tensor, temperature: float | None = None) -> Tensor:
+    """Refuse generated samples holding NaN or inf (they would be written as blank or garbage
+    rows); returns ``x`` unchanged.
+
+    Raises:
+        ValueError: how many samples are affected, and what to do.
+    """
+    finite = torch.isfinite(x.detach()).flatten(1).all(1) if x.ndim > 1 else torch.isfinite(x)
+    if bool(finite.all()):
+        return x
+    bad = int((~finite).sum())
+    at = "" if temperature is None else f" at temperature {temperature:g}"
+    raise ValueError(
+        f"the model generated {bad} of {finite.numel()} samples{at} with NaN or infinite "
+        "values; nothing was written. Its weights are damaged or the training diverged (reload "
+        "or retrain it), or the temperature is too high (try <= 1)."
+    )
 
 
 def _check_finite(name: str, x: Tensor) -> None:
@@ -268,11 +288,14 @@ class ConditionalFlow(nn.Module):
 
         Returns:
             float tensor ``[B, *event_shape]``.
+
+        Raises:
+            ValueError: a sample holds NaN or inf (damaged weights, or too high a temperature).
         """
         temperature = check_temperature(temperature)
         labels, n = self._sample_labels(y, num_samples)
         eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
-        return self._inverse(eps * temperature, labels)
+        return check_finite_samples(self._inverse(eps * temperature, labels), temperature)
 
     def _sample_labels(self, y: Any, num_samples: int | None) -> tuple[Tensor | None, int]:
         """``(labels [n] or None, n)`` for a draw: ``y`` one class per sample, or one class
