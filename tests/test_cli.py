@@ -426,3 +426,16 @@ def test_non_finite_samples_are_never_written(tmp_path, capsys, digits_model, sm
         assert [p.name for p in (tmp_path / "out").iterdir()] == ["flowaug_shards.json"]
     else:
         assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("name", ["augment", "evaluate"])
+def test_a_table_of_other_columns_is_refused(tmp_path, capsys, name):
+    # `flowaug augment wine-model --data sklearn:iris` wrote rows of NaN features
+    model = tmp_path / "wine"
+    assert main(["fit", "--data", "sklearn:wine", "--out", str(model), *TINY_FIT, *TINY_MODEL]) == 0
+    capsys.readouterr()
+    argv = [name, str(model), "--data", "sklearn:iris"]
+    argv += ["--out", str(tmp_path / "aug"), "--no-progress"] if name == "augment" else []
+    assert main(argv) == 1
+    _one_line_error(capsys, name, "does not have the model's columns: missing ['alcohol'")
+    assert not (tmp_path / "aug").exists()
