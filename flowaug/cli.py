@@ -825,7 +825,9 @@ def _evaluation_data(args: argparse.Namespace, model: Any) -> tuple[Any, int]:
             ds = ds.select(np.flatnonzero(~marks), keep_in_memory=True)  # nothing in --data
             ds = ds.remove_columns(SYNTHETIC_COLUMN)
         if encoder is not None:  # the table through the model's own column encoders
-            x, y = model.encode_frame(ds.to_pandas(), seed=args.seed)
+            frame = ds.to_pandas()
+            model.check_frame(frame, what=f"--data {args.data!r}", exact=True)
+            x, y = model.encode_frame(frame, seed=args.seed)
             y = None if y is None else y.cpu()
             data = FlowData(x.detach().cpu().float(), y, num_classes=int(model.num_classes))
         else:

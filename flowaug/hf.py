@@ -30,6 +30,7 @@ import numpy as np
 import PIL.Image
 import torch
 from datasets import ClassLabel, Features, Value
+from datasets.exceptions import DatasetGenerationError
 from torch import Tensor
 
 from flowaug.augment import FlowAugment, _RandomState
@@ -43,6 +44,7 @@ from flowaug.sampling import (
     iter_synthetic,
     model_to_image,
 )
+from flowaug.table_schema import short_names
 
 __all__ = [
     "SyntheticTransform",
@@ -469,16 +471,54 @@ def _image_rows(
         codec.__dict__,
     )
     with _progress_bars(req.progress):
-        return datasets.Dataset.from_generator(
-            functools.partial(_generate_rows, job, req.seed, req.progress),
-            features=features,
-            cache_dir=req.cache_dir,
-            fingerprint=fingerprint,
-        )
+        try:
+            return datasets.Dataset.from_generator(
+                functools.partial(_generate_rows, job, req.seed, req.progress),
+                features=features,
+                cache_dir=req.cache_dir,
+                fingerprint=fingerprint,
+            )
+        except DatasetGenerationError as err:
+            # our own refusals (e.g. non-finite samples) come through as they were raised
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, (ValueError, TypeError)):
+                raise cause from err
+            raise
 
 
 def _no_rows(features: Features) -> datasets.Dataset:
     return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+
+
+def _check_table(ds: datasets.Dataset, model: Any, features: Features, label_column: str) -> None:
+    """Refuse a table whose columns are not the model's: its synthetic rows would be NaN in a
+    renamed column and lose a missing one."""
+    check = getattr(model, "check_frame", None)
+    encoder = getattr(model, "encoder", None)
+    if check is None or encoder is None:  # another sample_frame model: its own business
+        return
+    label = encoder.label
+    if label is not None and label.name != label_column:
+        raise ValueError(
+            f"label_column={label_column!r}, but the model's label column is {label.name!r}; "
+            "pass the table the model was fitted on, or fit a model on this one."
+        )
+    columns = [name for name in features if name != SYNTHETIC_COLUMN]
+    frame = ds.select_columns(columns).to_pandas()
+    feature = features[label_column]
+    names = list(feature.names) if isinstance(feature, ClassLabel) else None
+    by_name = label is not None and all(isinstance(c, str) for c in label.classes)
+    if names is not None and by_name:  # string classes: matched by name, as rows are written
+        frame[label_column] = [feature.int2str(int(v)) for v in frame[label_column]]
+    check(frame, what="the dataset", exact=True)
+    known = getattr(model, "class_names", None)
+    if names is not None and label is not None and not by_name and known:
+        if known != [str(c) for c in label.classes] and list(known) != names[: len(known)]:
+            raise ValueError(
+                f"label column {label_column!r} names its classes {short_names(names)}, the "
+                f"model {short_names(known)}; pass the table the model was fitted on, or fit a "
+                "model on this one."
+            )
 
 
 def _tabular_rows(
@@ -486,6 +526,7 @@ def _tabular_rows(
 ) -> datasets.Dataset:
     label_column, seed = req.label_column, req.seed
     feature = ds.features[label_column]
+    _check_table(ds, model, features, label_column)
     n_per_class = req.n_per_class
     if n_per_class is None:
         values, counts = np.unique(np.asarray(list(ds[label_column])), return_counts=True)

@@ -248,6 +248,11 @@ def _read_config(directory: Path) -> dict[str, Any]:
         raise ValueError(
             f"{path} is not valid JSON ({err}); it is truncated or corrupted. Save the model again."
         ) from err
+    except RecursionError as err:  # nesting deeper than the parser's stack
+        raise ValueError(
+            f"{path} nests its JSON too deeply to be a flowaug model config; it is corrupted. "
+            "Save the model again."
+        ) from err
     if not isinstance(record, dict) or not {"format_version", "model_type", "config"} <= set(
         record
     ):
@@ -261,21 +266,86 @@ def _read_config(directory: Path) -> dict[str, Any]:
         )
     if not isinstance(record["config"], dict):
         raise ValueError(f"{path}: 'config' must be a JSON object, got {record['config']!r}.")
+    if not isinstance(record["model_type"], str):
+        raise ValueError(f"{path}: 'model_type' must be a string, got {record['model_type']!r}.")
+    digest = record.get("weights_sha256")
+    if not _is_sha256(digest):
+        found = "lacks weights_sha256" if digest is None else f"has weights_sha256={digest!r}"
+        raise ValueError(
+            f"{path} {found}; format version {FORMAT_VERSION} records the SHA-256 of "
+            f"{WEIGHTS_NAME} (64 hex digits) so that damaged or swapped weights are never "
+            "loaded. Save the model again, or, if you trust the weights, write the output of "
+            f'`sha256sum {directory / WEIGHTS_NAME}` into config.json as "weights_sha256".'
+        )
     return record
 
 
-def _build(cls: type[nn.Module], config: dict[str, Any], config_path: Path) -> nn.Module:
-    # a model family with non-tensor state (e.g. column encoders) may provide from_config
-    factory: Callable[..., nn.Module] = getattr(cls, "from_config", None) or (
-        lambda cfg: cls(**cfg)
+def _is_sha256(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == 64
+        and all(c in "0123456789abcdef" for c in value.lower())
     )
+
+
+def _factory(cls: type[nn.Module]) -> Callable[[dict[str, Any]], nn.Module]:
+    # a model family with non-tensor state (e.g. column encoders) may provide from_config
+    return getattr(cls, "from_config", None) or (lambda cfg: cls(**cfg))
+
+
+def _build(cls: type[nn.Module], config: dict[str, Any], config_path: Path) -> nn.Module:
     try:
-        return factory(dict(config))
-    except (TypeError, ValueError) as err:
+        return _factory(cls)(dict(config))
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        # KeyError and friends: a nested part (e.g. the column encoders) lacks an entry
         raise ValueError(
-            f"{config_path} holds a config that {cls.__name__} rejects ({err}); the file was "
-            "edited or written by an incompatible flowaug version."
+            f"{config_path} holds a config that {cls.__name__} rejects "
+            f"({type(err).__name__}: {err}); the file was edited or written by an incompatible "
+            "flowaug version."
         ) from err
+    except MemoryError as err:
+        raise ValueError(
+            f"building the {cls.__name__} described by {config_path} ran out of memory; free "
+            "memory, or check the config's depth / hidden / image_shape."
+        ) from err
+
+
+def _check_config(cls: type[nn.Module], record: dict[str, Any], config_path: Path) -> None:
+    """Every field in range, and weights that fit in memory, before anything is allocated."""
+    from flowaug.config_checks import (
+        FIELDS,
+        check_fits_in_memory,
+        check_model_config,
+        estimate_state_bytes,
+    )
+
+    model_type = record["model_type"]
+    config = record["config"]
+    check_model_config(model_type, config, str(config_path))
+    if model_type not in FIELDS:  # a registered type: building it on meta may not be safe
+        return
+    try:
+        estimate = estimate_state_bytes(_factory(cls), config)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        return  # _build reports what is wrong with the config, with its own message
+    check_fits_in_memory(
+        estimate,
+        f"the {model_type} described by {config_path}",
+        "the config was edited or damaged (see its depth / hidden / image_shape). Restore it "
+        "or save the model again.",
+    )
+
+
+def _check_finite_weights(state: Mapping[str, Tensor], path: Path) -> None:
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s) of "
+                f"{tensor.numel()}; such a model samples NaN or blank data. The training "
+                "diverged or the file was damaged: load an earlier checkpoint, or retrain with "
+                "a lower learning rate."
+            )
 
 
 def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -290,18 +360,21 @@ def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu")
 
     Raises:
         FileNotFoundError: the directory or one of its files is missing.
-        ValueError: a file is truncated or corrupted, the files come from different saves, or the
-            weights do not fit the model the config describes.
+        ValueError: a file is truncated or corrupted, the files come from different saves, a
+            config field is out of range (or the weights it describes cannot fit in memory),
+            the weights hold NaN or inf, or they do not fit the model the config describes.
     """
     directory = Path(directory)
     record = _read_config(directory)
     config_path = directory / CONFIG_NAME
-    cls = _resolve_model_type(str(record["model_type"]), config_path)
+    cls = _resolve_model_type(record["model_type"], config_path)
+    _check_config(cls, record, config_path)
     state = load_tensors(
         directory / WEIGHTS_NAME,
-        expected_sha256=record.get("weights_sha256"),
+        expected_sha256=record["weights_sha256"].lower(),
         what=f"the model described by {config_path}",
     )
+    _check_finite_weights(state, directory / WEIGHTS_NAME)
     model = _build(cls, record["config"], config_path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowaug.flows.base import ConditionalFlow, check_temperature, evaluating, is_number
+from flowaug.flows.base import (
+    ConditionalFlow,
+    check_finite_samples,
+    check_temperature,
+    evaluating,
+    is_number,
+)
 
 __all__ = [
     "GenerationStats",
@@ -219,7 +225,10 @@ def generate(
         for start in range(0, labels.shape[0], batch_size):
             y = labels[start : start + batch_size]
             eps = torch.randn(y.shape[0], model.event_dim, generator=generator)
-            out.append(model.decode((eps * temperature).to(model.device), y.to(model.device)))
+            # noise that overflows (a huge temperature) is refused as the samples it would give
+            eps = check_finite_samples(eps * temperature, temperature)
+            x = model.decode(eps.to(model.device), y.to(model.device))
+            out.append(check_finite_samples(x, temperature))
     if not out:
         return torch.empty(0, *model.event_shape, device=model.device)
     return torch.cat(out)

@@ -389,3 +389,79 @@ def test_fit_with_unlabelled_images_and_init(tmp_path, capsys):
     assert model.num_classes == 2 and model.class_names == ["cats", "dogs"]
     assert main([*argv, *common, "--overwrite", "--depth", "2"]) == 1
     assert "--init starts from a fitted model" in capsys.readouterr().err
+
+
+# --- never a garbage row: damaged models and non-finite samples --------------------------------
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory, digits_model):
+    """The digits model with one NaN weight, saved consistently (its hash matches)."""
+    model = flowaug.load(digits_model)
+    with __import__("torch").no_grad():
+        model.prior.base[0] = float("nan")
+    out = tmp_path_factory.mktemp("cli") / "nan-model"
+    model.save_pretrained(out)
+    return out
+
+
+def _one_line_error(capsys, name: str, fragment: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith(f"flowaug {name}: error:") and fragment in err, err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
+
+
+@pytest.mark.parametrize("name", ["sample", "augment", "generate", "evaluate"])
+def test_a_model_with_nan_weights_is_refused_by_every_command(
+    tmp_path, capsys, nan_model, small_digits, name
+):
+    out = str(tmp_path / "out")
+    argv = {
+        "sample": ["sample", str(nan_model), "--grid", str(tmp_path / "g.png")],
+        "augment": ["augment", str(nan_model), "--data", str(small_digits), "--out", out],
+        "generate": ["generate", str(nan_model), "--like", str(small_digits), "--out", out],
+        "evaluate": ["evaluate", str(nan_model), "--data", str(small_digits)],
+    }[name]
+    if name == "generate":
+        argv += ["--n-per-class", "2"]
+    assert main(argv) == 1
+    _one_line_error(capsys, name, "tensor 'prior.base' holds 1 NaN")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["sample", "sample-table", "augment", "generate"])
+def test_non_finite_samples_are_never_written(tmp_path, capsys, digits_model, small_digits, name):
+    hot = ["--temperature", "1e300"]  # finite, but the latent overflows float32
+    out = str(tmp_path / "out")
+    if name == "sample-table":
+        table = tmp_path / "iris"
+        fit = ["fit", "--data", "sklearn:iris", "--out", str(table), *TINY_FIT, *TINY_MODEL]
+        assert main(fit) == 0
+        capsys.readouterr()
+        argv, name = ["sample", str(table), "--csv", out], "sample"
+    else:
+        argv = {
+            "sample": ["sample", str(digits_model), "--grid", out],
+            "augment": ["augment", str(digits_model), "--data", str(small_digits), "--out", out],
+            "generate": ["generate", str(digits_model), "--like", str(small_digits), "--out", out],
+        }[name]
+        argv += ["--n-per-class", "2"] if name == "generate" else []
+    assert main([*argv, *hot, *(["--no-progress"] if name != "sample" else [])]) == 1
+    _one_line_error(capsys, name, "NaN or infinite values; nothing was written")
+    if name == "generate":  # the request's manifest, no shard
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["flowaug_shards.json"]
+    else:
+        assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("name", ["augment", "evaluate"])
+def test_a_table_of_other_columns_is_refused(tmp_path, capsys, name):
+    # `flowaug augment wine-model --data sklearn:iris` wrote rows of NaN features
+    model = tmp_path / "wine"
+    assert main(["fit", "--data", "sklearn:wine", "--out", str(model), *TINY_FIT, *TINY_MODEL]) == 0
+    capsys.readouterr()
+    argv = [name, str(model), "--data", "sklearn:iris"]
+    argv += ["--out", str(tmp_path / "aug"), "--no-progress"] if name == "augment" else []
+    assert main(argv) == 1
+    _one_line_error(capsys, name, "does not have the model's columns: missing ['alcohol'")
+    assert not (tmp_path / "aug").exists()

@@ -275,3 +275,47 @@ def test_metrics_and_the_classifier_never_change_a_model_in_train_mode():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="outside the model space"):
         model.classify(torch.rand(3, 1, 8, 8) * 3)
+
+
+def test_float64_input_is_cast_to_the_model_dtype():
+    # float64 data (numpy's default) gave "Input type (double) and bias type (float)" errors
+    from flowaug.flows.tabular import TabularFlow
+
+    glow = perturb_zero_init(Glow((1, 8, 8), 3, depth=1, hidden=8)).eval()
+    table = perturb_zero_init(TabularFlow(4, 3, depth=1, hidden=8)).eval()
+    for model in (glow, table):
+        x64 = torch.rand(4, *model.event_shape, dtype=torch.float64)
+        x32, y = x64.float(), torch.tensor([0, 1, 2, 0])
+        assert torch.equal(model.log_prob(x64, y), model.log_prob(x32, y))
+        assert torch.equal(model.encode(x64, y), model.encode(x32, y))
+        assert torch.equal(model.classify(x64), model.classify(x32))
+        eps = model.encode(x32, y)
+        assert torch.equal(model.decode(eps.double(), y), model.decode(eps, y))
+        assert model.log_prob(x64, y).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "prior, error, match",
+    [
+        ([0.5, 0.5], ValueError, "got shape \\[2\\]"),
+        ([[0.2, 0.3, 0.5]], ValueError, "got shape \\[1, 3\\]"),
+        ([0.5, -0.5, 1.0], ValueError, "got \\[0.5, -0.5, 1.0\\]"),
+        ([0.5, 0.0, 0.5], ValueError, "small positive weight"),
+        ([1.0, float("nan"), 1.0], ValueError, "nan"),
+        ([1.0, float("inf"), 1.0], ValueError, "inf"),
+        ("abc", TypeError, "prior must be 3 finite numbers > 0"),
+    ],
+)
+def test_classify_refuses_bad_priors(prior, error, match):
+    model = Glow((1, 8, 8), 3, depth=1, hidden=8).eval()
+    with pytest.raises(error, match=match):
+        model.classify(torch.rand(2, 1, 8, 8), prior=prior)
+
+
+def test_classify_with_a_prior_is_bayes_rule_at_any_scale():
+    model = perturb_zero_init(Glow((1, 8, 8), 3, depth=1, hidden=8), 0.3).eval()
+    x = torch.rand(5, 1, 8, 8)
+    prior = torch.tensor([0.2, 0.3, 0.5])
+    expected = (model.class_log_prob(x) + prior.log()).softmax(1)
+    assert torch.allclose(model.classify(x, prior=prior), expected, atol=1e-6)
+    assert torch.allclose(model.classify(x, prior=[2, 3, 5]), expected, atol=1e-6)

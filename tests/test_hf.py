@@ -410,3 +410,99 @@ def test_tabular_dataset(tmp_path):
     assert out["x1"][:] == again["x1"][:]
     by_ratio = hf.augment_dataset(ds, model, ratio=0.5, seed=0, progress=False)
     assert sum(by_ratio["is_synthetic"]) == 15
+
+
+def _table(n: int = 30):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {"x1": rng.normal(size=n), "x2": rng.normal(size=n) * 3 + 1, "label": [0, 1, 2] * (n // 3)}
+    )
+
+
+def test_non_finite_samples_are_refused_before_any_row_is_written(image_ds, model, tmp_path):
+    import copy
+
+    from flowaug.flows.tabular import TabularFlow
+
+    broken = copy.deepcopy(model)  # the fixture is shared: never change its weights
+    with torch.no_grad():
+        broken.prior.base.fill_(float("nan"))
+    kwargs = dict(n_per_class=2, seed=0, progress=False, cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="NaN or infinite values; nothing was written"):
+        hf.augment_dataset(image_ds, broken, **kwargs)
+    frame = _table()
+    table = TabularFlow.from_frame(frame, label="label", depth=1, hidden=8)
+    table.initialize(*table.encode_frame(frame))
+    with torch.no_grad():
+        table.prior.base.fill_(float("nan"))
+    ds = Dataset.from_pandas(frame)
+    with pytest.raises(ValueError, match="NaN or infinite values; nothing was written"):
+        hf.augment_dataset(ds, table, **kwargs)
+
+
+def _table_model_and_ds():
+    from flowaug.flows.tabular import TabularFlow
+
+    frame = _table()
+    frame["kind"] = ["u", "v", "w"] * 10
+    model = TabularFlow.from_frame(frame, label="label", depth=1, hidden=8)
+    model.initialize(*model.encode_frame(frame))
+    return model, frame
+
+
+TABLE_CHANGES = {
+    "renamed column": (lambda f: f.rename(columns={"x2": "x2_cm"}), "missing ['x2'], unexpected"),
+    "missing column": (lambda f: f.drop(columns="x2"), "missing ['x2']"),
+    "extra column": (lambda f: f.assign(id=range(len(f))), "unexpected ['id']"),
+    "reordered": (lambda f: f[["x2", "x1", "kind", "label"]], "in another order"),
+    "dtype": (lambda f: f.assign(x1=f["x1"].astype(str)), "column 'x1' of the dataset has dtype"),
+    "integer for float": (lambda f: f.assign(x1=f["x1"].round().astype(int)), "(integer)"),
+    "categories": (lambda f: f.assign(kind=["u", "v", "q"] * 10), "not seen when"),
+    "classes": (lambda f: f.assign(label=[0, 1, 5] * 10), "classes the model does not know"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(TABLE_CHANGES))
+def test_a_table_without_the_models_columns_is_refused(tmp_path, change):
+    # synthetic rows would be NaN in a renamed column, lose a missing one or take the wrong
+    # type: refused before anything is sampled
+    model, frame = _table_model_and_ds()
+    apply, fragment = TABLE_CHANGES[change]
+    ds = Dataset.from_pandas(apply(frame), preserve_index=False)
+    with pytest.raises(ValueError) as info:
+        hf.augment_dataset(ds, model, n_per_class=2, progress=False, cache_dir=str(tmp_path))
+    assert fragment in str(info.value)
+    same = Dataset.from_pandas(frame, preserve_index=False)  # the model's own table: fine
+    out = hf.augment_dataset(same, model, n_per_class=2, progress=False, cache_dir=str(tmp_path))
+    assert sum(out["is_synthetic"]) == 6
+
+
+def test_class_names_of_another_table_are_refused(tmp_path):
+    model, frame = _table_model_and_ds()
+    model.class_names = ["low", "mid", "high"]
+    ds = Dataset.from_pandas(frame, preserve_index=False)
+    ds = ds.cast_column("label", ClassLabel(names=["setosa", "versicolor", "virginica"]))
+    with pytest.raises(ValueError, match="names its classes"):
+        hf.augment_dataset(ds, model, n_per_class=2, progress=False, cache_dir=str(tmp_path))
+    ds = ds.cast_column("label", ClassLabel(names=["low", "mid", "high"]))
+    out = hf.augment_dataset(ds, model, n_per_class=2, progress=False, cache_dir=str(tmp_path))
+    assert sum(out["is_synthetic"]) == 6
+
+
+def test_encode_frame_checks_dtypes_and_ignores_other_columns():
+    model, frame = _table_model_and_ds()
+    x, _ = model.encode_frame(frame.assign(id=range(30))[["id", *frame.columns]], seed=0)
+    assert torch.equal(x, model.encode_frame(frame, seed=0)[0])
+    model.encode_frame(frame.assign(x1=frame["x1"].round().astype(int)))  # numbers stay numbers
+    with pytest.raises(ValueError, match="column 'x1' of df has dtype"):
+        model.encode_frame(frame.assign(x1=frame["x1"].astype(str)))
+
+
+def test_table_schema_doctest():
+    import doctest
+
+    from flowaug import table_schema
+
+    assert doctest.testmod(table_schema).failed == 0

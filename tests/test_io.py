@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -136,15 +137,110 @@ def test_damaged_saves_raise_clear_errors(saved, damage):
         load(path)
 
 
-def test_weights_without_hash_still_checked_against_the_model(saved):
+def test_weights_sha256_is_mandatory(saved):
+    # without the hash, bit-flipped weights would load: format version 1 always records it
     _, path = saved
     record = json.loads((path / CONFIG_NAME).read_text())
     del record["weights_sha256"]
     (path / CONFIG_NAME).write_text(json.dumps(record))
-    assert isinstance(load(path), Glow)
+    with pytest.raises(ValueError, match="lacks weights_sha256.*sha256sum"):
+        load(path)
+    record["weights_sha256"] = "not a hash"
+    (path / CONFIG_NAME).write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="has weights_sha256='not a hash'"):
+        load(path)
+
+
+def test_weights_with_their_own_hash_still_checked_against_the_model(saved):
+    _, path = saved
     _other_weights(path, WEIGHTS_NAME)
+    record = json.loads((path / CONFIG_NAME).read_text())
+    record["weights_sha256"] = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()
+    (path / CONFIG_NAME).write_text(json.dumps(record))
     with pytest.raises(ValueError, match="does not fit"):
         load(path)
+
+
+BAD_FIELDS = {
+    "clamp": (-1, "a finite number in (0, 100]"),
+    "levels": (10**18, "an integer in [2, 65536]"),
+    "hidden": (10**9, "an integer in [1, 65536]"),
+    "depth": (10**7, "an integer in [1, 1024]"),
+    "dropout": (1.5, "[0, 1)"),
+    "logit_alpha": (0.7, "(0, 0.5)"),
+    "num_levels": (99, "an integer in [1, 12] or null"),
+    "image_shape": ([1, 8], "[C, H, W]"),
+    "coupling": ("magic", "one of ['affine', 'spline']"),
+    "cond_dim": (True, "an integer in [1, 65536]"),
+    "num_classes": (-3, "an integer in [0, 1000000]"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(BAD_FIELDS))
+def test_every_config_field_is_checked_on_load(saved, field):
+    _, path = saved
+    value, allowed = BAD_FIELDS[field]
+    _edit_config(path, **{field: value})
+    with pytest.raises(ValueError) as info:
+        load(path)
+    message = str(info.value)
+    assert f"Glow rejects {field}={value!r}; expected" in message and allowed in message
+
+
+def test_weights_that_cannot_fit_in_memory_are_refused_with_an_estimate(saved):
+    # each field within its bounds, the model as a whole far too big: refused before allocating
+    _, path = saved
+    _edit_config(path, hidden=65_536, depth=1024)
+    with pytest.raises(ValueError, match=r"needs about [\d.]+ (TiB|PiB), more than this machine"):
+        load(path)
+
+
+def test_the_memory_estimate_is_exact_for_real_models():
+    from flowaug.config_checks import estimate_state_bytes
+    from flowaug.flows.tabular import TabularFlow
+
+    for cls, config in [
+        (Glow, dict(image_shape=[1, 8, 8], num_classes=3, depth=5, hidden=8)),
+        (Glow, dict(image_shape=[3, 4, 4], num_classes=0, depth=1, coupling="spline")),
+        (TabularFlow, dict(num_features=5, num_classes=2, depth=4, hidden=8)),
+    ]:
+        model = cls(**config)
+        real = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+        assert estimate_state_bytes(lambda c, cls=cls: cls(**c), config) == real
+
+
+def test_deeply_nested_or_incomplete_configs_give_clear_errors(saved, tmp_path):
+    _, path = saved
+    (path / CONFIG_NAME).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nests its JSON too deeply"):
+        load(path)
+    table = _table_model()
+    table.save_pretrained(tmp_path / "t")
+    record = json.loads((tmp_path / "t" / CONFIG_NAME).read_text())
+    del record["config"]["columns"]["mean"]  # a KeyError deep inside the column encoders
+    (tmp_path / "t" / CONFIG_NAME).write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="rejects \\(KeyError: 'mean'\\)"):
+        load(tmp_path / "t")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, bad):
+    model = _glow("conditional-8x8")
+    with torch.no_grad():
+        model.prior.base[3] = bad
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="tensor 'prior.base' holds 1 NaN or infinite value"):
+        flowaug.load(tmp_path)
+    with pytest.raises(ValueError, match="prior.base"):
+        Glow.from_pretrained(tmp_path)
+
+
+def test_config_checks_doctest():
+    import doctest
+
+    from flowaug import config_checks
+
+    assert doctest.testmod(config_checks).failed == 0
 
 
 def test_crash_between_the_two_writes_is_detected(saved, monkeypatch):
@@ -190,7 +286,7 @@ def test_map_location_and_class_names_default_from_model(tmp_path):
     assert loaded.device.type == "cpu"
 
 
-def test_tabular_flow_round_trip(tmp_path):
+def _table_model():
     import pandas as pd
 
     from flowaug.flows import tabular
@@ -204,9 +300,14 @@ def test_tabular_flow_round_trip(tmp_path):
         }
     )
     model = tabular.TabularFlow.from_frame(df, label="label", depth=1, hidden=8)
-    x, y = model.encode_frame(df, seed=0)
-    model.initialize(x, y)
-    model = perturb_zero_init(model).eval()
+    model.initialize(*model.encode_frame(df, seed=0))
+    model.frame = df
+    return perturb_zero_init(model).eval()
+
+
+def test_tabular_flow_round_trip(tmp_path):
+    model = _table_model()
+    x, y = model.encode_frame(model.frame, seed=0)
     model.save_pretrained(tmp_path)
     loaded = load(tmp_path)
     assert type(loaded).__name__ == "TabularFlow"

@@ -23,6 +23,7 @@ __all__ = [
     "ConditionalFlow",
     "standard_normal_log_prob",
     "check_float_tensor",
+    "check_finite_samples",
     "check_temperature",
     "evaluating",
     "is_number",
@@ -82,6 +83,25 @@ def check_float_tensor(
             "model.prepare_batch(x) and rescale float images to [0, 1]."
         )
     return x
+
+
+def check_finite_samples(x: Tensor, temperature: float | None = None) -> Tensor:
+    """Refuse generated samples holding NaN or inf (they would be written as blank or garbage
+    rows); returns ``x`` unchanged.
+
+    Raises:
+        ValueError: how many samples are affected, and what to do.
+    """
+    finite = torch.isfinite(x.detach()).flatten(1).all(1) if x.ndim > 1 else torch.isfinite(x)
+    if bool(finite.all()):
+        return x
+    bad = int((~finite).sum())
+    at = "" if temperature is None else f" at temperature {temperature:g}"
+    raise ValueError(
+        f"the model generated {bad} of {finite.numel()} samples{at} with NaN or infinite "
+        "values; nothing was written. Its weights are damaged or the training diverged (reload "
+        "or retrain it), or the temperature is too high (try <= 1)."
+    )
 
 
 def _check_finite(name: str, x: Tensor) -> None:
@@ -210,12 +230,12 @@ class ConditionalFlow(nn.Module):
         Returns:
             ``eps``: float tensor ``[B, D]``, distributed ``N(0, I)`` under the model.
         """
-        check_float_tensor("x", x, self.event_shape, self.input_bounds)
+        x = self._as_model_dtype(check_float_tensor("x", x, self.event_shape, self.input_bounds))
         return self._forward(x, self.check_labels(y, x.shape[0]))[0]
 
     def decode(self, eps: Tensor, y: Tensor | None = None) -> Tensor:
         """Exact inverse of :meth:`encode`: ``eps [B, D] -> x [B, *event_shape]``."""
-        check_float_tensor("eps", eps, (self.event_dim,))
+        eps = self._as_model_dtype(check_float_tensor("eps", eps, (self.event_dim,)))
         return self._inverse(eps, self.check_labels(y, eps.shape[0]))
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -224,7 +244,7 @@ class ConditionalFlow(nn.Module):
         In train mode (a freshly built model is), the first call initializes ActNorm from
         ``x`` and dropout is active; call ``model.eval()`` (models from ``fit`` and ``load``
         are) to evaluate a fixed density."""
-        check_float_tensor("x", x, self.event_shape, self.input_bounds)
+        x = self._as_model_dtype(check_float_tensor("x", x, self.event_shape, self.input_bounds))
         eps, logdet = self._forward(x, self.check_labels(y, x.shape[0]))
         return standard_normal_log_prob(eps) + logdet
 
@@ -232,7 +252,7 @@ class ConditionalFlow(nn.Module):
         """``log p(x | c)`` for every class ``c``: float tensor ``[B, num_classes]``."""
         if self.num_classes == 0:
             raise ValueError("class_log_prob needs a class-conditional model (num_classes > 0).")
-        check_float_tensor("x", x, self.event_shape, self.input_bounds)
+        x = self._as_model_dtype(check_float_tensor("x", x, self.event_shape, self.input_bounds))
         cols = []
         for c in range(self.num_classes):
             y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
@@ -243,12 +263,42 @@ class ConditionalFlow(nn.Module):
     def classify(self, x: Tensor, prior: Tensor | None = None) -> Tensor:
         """Class posterior ``p(c | x)`` by Bayes' rule, ``[B, num_classes]`` (probabilities;
         ``class_log_prob(x).log_softmax(1)`` for log-posteriors). Runs in eval mode, so it
-        never changes the model (no ActNorm initialization, no dropout)."""
+        never changes the model (no ActNorm initialization, no dropout).
+
+        Args:
+            x: float tensor ``[B, *event_shape]`` in model space (any float dtype; cast to the
+                model's).
+            prior: class probabilities ``[num_classes]``, each finite and > 0 (normalized
+                here); ``None`` for a uniform prior.
+        """
+        log_prior = None if prior is None else self._log_prior(prior)
         with evaluating(self):
             logits = self.class_log_prob(x)
-        if prior is not None:
-            logits = logits + torch.as_tensor(prior, device=logits.device).log()
+        if log_prior is not None:
+            logits = logits + log_prior.to(logits)
         return logits.softmax(dim=1)
+
+    def _log_prior(self, prior: Any) -> Tensor:
+        """``log prior [num_classes]`` of class probabilities (any positive scale)."""
+        k = self.num_classes
+        expected = f"{k} finite numbers > 0 (one class probability per class, any scale)"
+        try:
+            p = torch.as_tensor(prior, dtype=torch.float64).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"prior must be {expected}, got {prior!r} ({err}).") from err
+        if p.shape != (k,):
+            raise ValueError(f"prior must be {expected}, got shape {list(p.shape)}.")
+        if not bool((torch.isfinite(p) & (p > 0)).all()):
+            raise ValueError(
+                f"prior must be {expected}, got {p.tolist()}; give a small positive weight "
+                "instead of 0 to a class that is rare."
+            )
+        return p.log()
+
+    def _as_model_dtype(self, x: Tensor) -> Tensor:
+        """``x`` in the dtype of the model's parameters (float64 input is accepted and cast)."""
+        param = next(self.parameters(), None)
+        return x if param is None or x.dtype == param.dtype else x.to(param.dtype)
 
     def sample(
         self,
@@ -268,11 +318,14 @@ class ConditionalFlow(nn.Module):
 
         Returns:
             float tensor ``[B, *event_shape]``.
+
+        Raises:
+            ValueError: a sample holds NaN or inf (damaged weights, or too high a temperature).
         """
         temperature = check_temperature(temperature)
         labels, n = self._sample_labels(y, num_samples)
         eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
-        return self._inverse(eps * temperature, labels)
+        return check_finite_samples(self._inverse(eps * temperature, labels), temperature)
 
     def _sample_labels(self, y: Any, num_samples: int | None) -> tuple[Tensor | None, int]:
         """``(labels [n] or None, n)`` for a draw: ``y`` one class per sample, or one class
@@ -342,7 +395,7 @@ class ConditionalFlow(nn.Module):
         """
         from flowaug.flows.layers import ActNorm  # local: layers imports this module
 
-        check_float_tensor("x", x, self.event_shape)
+        x = self._as_model_dtype(check_float_tensor("x", x, self.event_shape))
         norms = [m for m in self.modules() if isinstance(m, ActNorm)]
         for m in norms:
             m.initialized.fill_(False)

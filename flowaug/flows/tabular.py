@@ -355,13 +355,22 @@ class TabularFlow(ConditionalFlow):
             )
         return self.encoder
 
+    def check_frame(self, df: pd.DataFrame, what: str = "df", exact: bool = False) -> None:
+        """Refuse a table whose columns are not the model's (names, dtypes, categories; with
+        ``exact`` also no other columns and the same order). See
+        :func:`flowaug.table_schema.check_frame`."""
+        from flowaug.table_schema import check_frame
+
+        check_frame(self._require_encoder("check_frame"), df, what, exact)
+
     def encode_frame(
         self, df: pd.DataFrame, seed: int | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """DataFrame -> model-space tensors.
 
         Args:
-            df: a table with the columns the model was built from.
+            df: a table with the columns the model was built from (same dtype families and
+                categories; other columns are ignored).
             seed: for the dequantization noise of discrete columns.
 
         Returns:
@@ -369,6 +378,7 @@ class TabularFlow(ConditionalFlow):
             ``[N]`` of class indices, or ``None`` if ``df`` has no label column.
         """
         enc = self._require_encoder("encode_frame")
+        self.check_frame(df)
         x = enc.encode(df, seed=seed)
         y = enc.encode_labels(df)
         param = next(self.parameters())
