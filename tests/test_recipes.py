@@ -23,6 +23,7 @@ NAMES = (
     "anomaly_detection",
     "variational_inference",
     "scarce_digits",
+    "semi_supervised",
     "hf_pipeline",
     "imbalanced_tabular",
     "multi_gpu",
@@ -90,6 +91,14 @@ def test_scarce_digits_reports_every_arm():
     assert tuple(out) == recipe.ARMS
     assert all(_in_unit_interval(acc) for acc in out.values()), out
     # 60 steps on 50 images already beat chance (10%) by a wide margin
+    assert out["real"] > 0.3, out
+
+
+def test_semi_supervised_reports_every_arm():
+    recipe = load_recipe("semi_supervised")
+    out = recipe.main(["--quick", "--k", "5"])
+    assert sorted(out) == sorted(recipe.ARMS)
+    assert all(_in_unit_interval(acc) for acc in out.values()), out
     assert out["real"] > 0.3, out
 
 
