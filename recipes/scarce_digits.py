@@ -168,6 +168,36 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor) -> float:
     return float((net(x.to(device)).argmax(1).cpu() == y).float().mean())
 
 
+def split_digits(k: int, seed: int):
+    """Digits, the 70% pool and 30% test indices (stratified, ``random_state=0``), and ``k``
+    labelled indices per class drawn from the pool: ``(digits, pool, test, labelled)``."""
+    digits = load_sklearn("digits")
+    y_all = digits.y.numpy()
+    pool, test = train_test_split(
+        np.arange(len(y_all)), test_size=0.3, stratify=y_all, random_state=0
+    )
+    return digits, pool, test, labelled_subset(y_all, pool, k, seed)
+
+
+def run_arms(arms: dict, x01: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, args, device):
+    """Train the CNN once per arm (``{name: batch augments}``); ``{name: test accuracy}``."""
+    results = {}
+    for name, augments in arms.items():
+        start = time.perf_counter()
+        net = train_classifier(x01, y, augments, args.steps, args.batch_size, args.seed, device)
+        results[name] = accuracy(net, x_test, y_test)
+        print(f"  trained {name!r} in {time.perf_counter() - start:.1f} s")
+    return results
+
+
+def print_table(results: dict[str, float], order: tuple[str, ...], title: str) -> None:
+    width = max(len(name) for name in order)
+    print(f"\n{title}")
+    print(f"{'arm':>{width}s}  {'test accuracy':>13s}")
+    for name in order:
+        print(f"{name:>{width}s}  {100 * results[name]:12.1f}%")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=5, help="labelled images per class")
@@ -197,12 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.steps, args.flow_steps, args.flow_copies = 60, 5, 1
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    digits = load_sklearn("digits")
-    y_all = digits.y.numpy()
-    train_pool, test_idx = train_test_split(
-        np.arange(len(y_all)), test_size=0.3, stratify=y_all, random_state=0
-    )
-    labelled = labelled_subset(y_all, train_pool, args.k, args.seed)
+    digits, _, test_idx, labelled = split_digits(args.k, args.seed)
     x_int, y = digits.x[labelled], digits.y[labelled]
     x01 = x_int.float() / (LEVELS - 1)  # torchvision's convention: float images in [0, 1]
     x_test, y_test = digits.x[test_idx].float() / (LEVELS - 1), digits.y[test_idx]
@@ -227,17 +252,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "flowaug": [flow_aug],
         "classical + flowaug": [flow_aug, classical_augment()],
     }
-    results = {}
-    for name, augments in arms.items():
-        start = time.perf_counter()
-        net = train_classifier(x01, y, augments, args.steps, args.batch_size, args.seed, device)
-        results[name] = accuracy(net, x_test, y_test)
-        print(f"  trained {name!r} in {time.perf_counter() - start:.1f} s")
-
-    print(f"\nk={args.k} per class, {args.steps} steps, seed {args.seed}, {flow_aug!r}")
-    print(f"{'arm':>22s}  {'test accuracy':>13s}")
-    for name in ARMS:
-        print(f"{name:>22s}  {100 * results[name]:12.1f}%")
+    results = run_arms(arms, x01, y, x_test, y_test, args, device)
+    title = f"k={args.k} per class, {args.steps} steps, seed {args.seed}, {flow_aug!r}"
+    print_table(results, ARMS, title)
     return results
 
 

@@ -27,20 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 import flowaug
 from flowaug import FlowAugment, TrainConfig
-from flowaug.data import load_sklearn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scarce_digits recipe's pieces
-from scarce_digits import (  # noqa: E402
-    LEVELS,
-    accuracy,
-    classical_augment,
-    labelled_subset,
-    train_classifier,
-)
+from scarce_digits import LEVELS, classical_augment, print_table, run_arms, split_digits  # noqa: E402
 
 ARMS = ("real", "classical", "classical + flowaug (semi-supervised)", "flow's own classifier")
 
@@ -87,12 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.steps, args.flow_steps = 60, 12
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    digits = load_sklearn("digits")
-    y_all = digits.y.numpy()
-    train_pool, test_idx = train_test_split(
-        np.arange(len(y_all)), test_size=0.3, stratify=y_all, random_state=0
-    )
-    labelled = labelled_subset(y_all, train_pool, args.k, args.seed)
+    digits, train_pool, test_idx, labelled = split_digits(args.k, args.seed)
     unlabelled = np.setdiff1d(train_pool, labelled)  # their labels are never read
     x_int, y = digits.x[labelled], digits.y[labelled]
     x01 = x_int.float() / (LEVELS - 1)
@@ -120,16 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "classical": [classical_augment()],
         "classical + flowaug (semi-supervised)": [flow_aug, classical_augment()],
     }
-    for name, augments in arms.items():
-        start = time.perf_counter()
-        net = train_classifier(x01, y, augments, args.steps, args.batch_size, args.seed, device)
-        results[name] = accuracy(net, x_test, y_test)
-        print(f"  trained {name!r} in {time.perf_counter() - start:.1f} s")
-
-    print(f"\nk={args.k} per class, {args.steps} CNN steps, seed {args.seed}")
-    print(f"{'arm':>38s}  {'test accuracy':>13s}")
-    for name in ARMS:
-        print(f"{name:>38s}  {100 * results[name]:12.1f}%")
+    results.update(run_arms(arms, x01, y, x_test, y_test, args, device))
+    print_table(results, ARMS, f"k={args.k} per class, {args.steps} CNN steps, seed {args.seed}")
     return results
 
 
