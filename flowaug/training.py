@@ -1223,7 +1223,8 @@ def fit(
 
             model = transfer_model(init, flow_data.num_classes, flow_data.class_names)
         else:
-            model = build_model(flow_data, num_samples=total, **model_kwargs)
+            everything = len(labelled) + (0 if pool is None else len(pool))  # val included
+            model = build_model(flow_data, num_samples=everything, **model_kwargs)
     config = config or default_config(total, seed=seed)
     FlowTrainer(model, config).fit(train_data, val_data, unlabelled=pool)
     model.class_names = flow_data.class_names
