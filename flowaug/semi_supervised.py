@@ -15,12 +15,20 @@ Two ways to use the posterior (``TrainConfig.semi_supervised``):
 - ``"pseudo"``: only examples whose posterior is at least ``pseudo_threshold``, with their most
   probable class (confident pseudo-labels, refreshed during training).
 
-The class prior ``pi`` is the labelled examples' class shares (default), given
-(``TrainConfig.class_prior``), or learned (``class_prior="learn"``: at every refresh it is
-re-estimated from the labelled classes and the unlabelled posteriors, the EM update of mixture
-weights). By default the pool's posteriors are aligned to the prior (``align_posteriors``:
-their mean over the pool matches ``pi``), which stops one class from claiming ever more of the
-pool from refresh to refresh.
+The class prior ``pi`` is uniform (default), given (``TrainConfig.class_prior``), or learned
+(``class_prior="learn"``: at every refresh it is re-estimated from the labelled classes and the
+unlabelled posteriors, the EM update of mixture weights). By default the pool's posteriors are
+aligned to the prior (``align_posteriors``: their mean over the pool matches ``pi``), which stops
+one class from claiming ever more of the pool from refresh to refresh.
+
+Why these defaults (measured on digits, 600 steps, the flow's own classifier on pool images):
+
+- a learned prior without alignment let one class take 41% of a balanced pool (accuracy 87% ->
+  65% during training); aligned to a fixed prior, the same run ended at 90%;
+- the labelled examples' class shares are the wrong prior when labels were collected unevenly:
+  with 3 classes labelled 5 times and 7 labelled 50 times over a balanced pool, aligning to
+  those shares held the rare classes' recall at 35%, a uniform prior gave 93% and a learned
+  one 84%. Give ``class_prior`` when the pool's class shares are known to be uneven.
 
 References:
     Semi-Supervised Learning with Normalizing Flows (Izmailov et al., 2020)
@@ -190,8 +198,10 @@ class SemiSupervisedBatches:
         self.learn_prior = config.class_prior == "learn"
         if isinstance(config.class_prior, list):
             self.prior = torch.tensor(config.class_prior, dtype=torch.float32)
-        else:  # the labelled classes' shares, then (if learned) EM updates
+        elif self.learn_prior:  # the labelled classes' shares, then EM updates
             self.prior = estimate_prior(labelled_y, torch.zeros(0, num_classes), num_classes)
+        else:
+            self.prior = torch.full((num_classes,), 1.0 / num_classes)
         self.log_posterior: Tensor | None = None
 
     def needs_refresh(self, step: int) -> bool:

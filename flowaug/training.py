@@ -119,9 +119,10 @@ class TrainConfig:
         refresh_every: steps between refreshes of the unlabelled examples' posteriors (and of a
             learned class prior); default ``eval_every``.
         pseudo_threshold: the posterior an unlabelled example needs in ``"pseudo"`` mode.
-        class_prior: the class prior ``pi``: ``None`` (the labelled examples' class shares),
-            one positive number per class (normalized), or ``"learn"`` (EM updates from the
-            unlabelled posteriors at every refresh).
+        class_prior: the class prior ``pi``: ``None`` (uniform), one positive number per class
+            (normalized; give it when the unlabelled data's class shares are known to be
+            uneven), or ``"learn"`` (EM updates from the unlabelled posteriors at every
+            refresh). See :mod:`flowaug.semi_supervised` for why uniform is the default.
         align_posteriors: rescale the unlabelled posteriors so that their mean matches the
             prior (distribution alignment); keeps a class from claiming ever more of the pool.
     """

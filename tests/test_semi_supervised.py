@@ -134,6 +134,20 @@ def test_align_to_prior_matches_the_pool_mean_and_keeps_rows_normalized():
     assert torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-4)
 
 
+def test_the_default_prior_is_uniform_whatever_the_labels_shares():
+    from flowaug.semi_supervised import SemiSupervisedBatches
+
+    y = torch.tensor([0] * 50 + [1] * 5 + [2] * 5)  # labels collected unevenly
+    x, pool = torch.zeros(60, 2), torch.zeros(30, 2)
+
+    def prior(**kw):
+        return SemiSupervisedBatches(x, y, pool, 3, TrainConfig(**kw), None).prior
+
+    assert torch.allclose(prior(), torch.full((3,), 1 / 3))
+    assert prior(class_prior="learn")[0] > 0.8  # EM starts from the labels' shares
+    assert torch.allclose(prior(class_prior=[2, 1, 1]), torch.tensor([0.5, 0.25, 0.25]))
+
+
 # --- the trainer ------------------------------------------------------------------------------
 
 
