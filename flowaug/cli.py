@@ -470,6 +470,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from flowaug.io import load
     from flowaug.plots import save_sample_grid
+    from flowaug.sizes import check_count_in_memory, flow_sample_bytes
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}.")
@@ -477,6 +478,9 @@ def _sample(args: argparse.Namespace) -> int:
     if len(model.event_shape) != 3:
         return _sample_table(model, args)
     classes = list(range(max(model.num_classes, 1)))
+    check_count_in_memory(
+        args.n * len(classes), flow_sample_bytes(model), "--n", "draw fewer.", shown=args.n
+    )
     grid = _class_grid(model, args.n, args.temperature, args.seed, classes)
     path = Path(args.grid) if args.grid else Path(args.model) / "samples.png"
     path = save_sample_grid(
@@ -498,11 +502,14 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _sample_table(model: Any, args: argparse.Namespace) -> int:
     """``flowaug sample`` on a table model: ``--n`` rows per class as CSV, a preview printed."""
+    from flowaug.frame_sampling import check_frame_size
+
     if getattr(model, "encoder", None) is None:
         raise ValueError(
             f"{args.model} holds a {type(model).__name__} without column encoders; sample it in "
             "Python (model.sample), or fit it with `flowaug fit` on labelled data."
         )
+    check_frame_size(model, args.n * max(model.num_classes, 1), args.n, "--n")
     frame = model.sample_frame(args.n, args.temperature, args.seed)
     path = Path(args.csv) if args.csv else Path(args.model) / "samples.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ the finished set back as one ``datasets.Dataset`` with the reference dataset's `
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from flowaug.hf import (
     _progress_bars,
 )
 from flowaug.sampling import _check_model, _check_temperature, class_counts, derive_seed
+from flowaug.sizes import check_count_on_disk
 
 __all__ = ["load_synthetic_shards", "plan_shards", "write_synthetic_shards"]
 
@@ -184,6 +186,14 @@ def write_synthetic_shards(
     _label_info(ds.features, label_column, model.num_classes)
     rank, world = _process_layout(process_index, num_processes)
     counts = class_counts(n_per_class, model.num_classes)
+    check_count_on_disk(
+        sum(counts.values()),  # before the plan, which holds one entry per shard
+        math.prod(model.event_shape),  # about one byte per value once encoded
+        out_dir,
+        "n_per_class",
+        "ask for fewer rows, or write the shards where there is more free space.",
+        shown=n_per_class,
+    )
     plan = plan_shards(counts, rows_per_shard)
     base = {k: v for k, v in ds.features.items() if k != SYNTHETIC_COLUMN}
     features = Features({**base, SYNTHETIC_COLUMN: Value("bool")})
@@ -212,9 +222,9 @@ def write_synthetic_shards(
         "batch_size": int(batch_size),  # the draws depend on how they are batched
         "shards": [{str(c): n for c, n in shard.items()} for shard in plan],
     }
+    mine = [i for i in range(len(plan)) if i % world == rank]
     _write_manifest(out, manifest)
 
-    mine = [i for i in range(len(plan)) if i % world == rank]
     bar = tqdm(mine, desc=f"flowaug: shards (process {rank})", disable=not progress or rank != 0)
     for index in bar:
         path = _shard_path(out, index)

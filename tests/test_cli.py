@@ -465,3 +465,31 @@ def test_a_table_of_other_columns_is_refused(tmp_path, capsys, name):
     assert main(argv) == 1
     _one_line_error(capsys, name, "does not have the model's columns: missing ['alcohol'")
     assert not (tmp_path / "aug").exists()
+
+
+@pytest.mark.parametrize("name", ["sample", "sample-table", "augment", "generate"])
+def test_absurd_counts_are_refused_in_one_line_with_an_estimate(
+    tmp_path, capsys, digits_model, small_digits, name
+):
+    huge, out = str(10**13), str(tmp_path / "out")
+    model = digits_model
+    if name == "sample-table":
+        model = tmp_path / "iris"
+        fit = ["fit", "--data", "sklearn:iris", "--out", str(model), *TINY_FIT, *TINY_MODEL]
+        assert main(fit) == 0
+        capsys.readouterr()
+    argv = {
+        "sample": ["sample", str(model), "--n", huge, "--grid", out],
+        "sample-table": ["sample", str(model), "--n", huge, "--csv", out],
+        "augment": ["augment", str(model), "--data", str(small_digits), "--out", out,
+                    "--n-per-class", huge, "--no-progress"],
+        "generate": ["generate", str(model), "--like", str(small_digits), "--out", out,
+                     "--n-per-class", huge, "--no-progress"],
+    }[name]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    flag = "--n" if name.startswith("sample") else "n_per_class"
+    assert err.startswith(f"flowaug {argv[0]}: error: {flag}={huge} (") and "needs about" in err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
+    assert not os.path.exists(out) or not any(os.scandir(out))
+
