@@ -10,7 +10,12 @@ Reproducibility is by construction rather than by saved random states: the data 
 function of ``(seed, epoch)``, the dequantization noise of a batch a function of ``(seed,
 step)`` and dropout is reseeded from ``(seed, step, rank)`` every step. ``batch_size`` is the
 *global* batch: each of ``P`` processes takes its ``batch_size / P`` slice of the same batch, so
-one process and many follow the same trajectory (up to floating-point reduction order).
+without dropout one process and many follow the same trajectory (up to floating-point reduction
+order, about 1e-4 in the weights after tens of steps). With dropout they do not: each process
+draws the masks of its own slice, which are not the masks one process draws for the same rows,
+so runs on different numbers of processes are equally good samples of the same training, not
+the same numbers (weights about 1e-2 apart after tens of steps; ``tests/test_distributed.py``
+measures both). A run on a fixed number of processes is reproducible either way.
 
 Example:
     >>> from flowaug import Glow
