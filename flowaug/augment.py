@@ -54,6 +54,7 @@ from flowaug.sampling import (
     _check_probability,
     _check_temperature,
     _check_threshold,
+    check_bank_size,
     derive_seed,
     eval_mode,
     image_to_model,
@@ -316,6 +317,8 @@ class FlowAugment(Transform):
                 raise ValueError("bank is used by mode='resample' only; pass bank=None.")
             return None
         if bank is True:
+            if isinstance(bank_size, (int, np.integer)) and not isinstance(bank_size, bool):
+                check_bank_size(self.model, int(bank_size), "bank_size")
             seed = int(torch.randint(0, 2**62, (1,))) if self.seed is None else self.seed
             return SyntheticBank(
                 self.model,

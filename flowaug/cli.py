@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,7 +289,14 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         help="steps between checkpoints (none without it, so nothing for --resume)",
     )
-    p.add_argument("--resume", action="store_true", help="resume from OUT/checkpoints")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="resume from the newest checkpoint in OUT/checkpoints, or from the CHECKPOINT "
+        "folder given",
+    )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument(
         "--unlabelled",
@@ -322,10 +326,10 @@ def _fit(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     # --resume continues in a non-empty --out; a model inside --data would become a class
-    _check_out_dir(out, args.overwrite or args.resume, [("--data", args.data)])
+    _check_out_dir(out, args.overwrite or args.resume is not None, [("--data", args.data)])
     if not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
-    if args.resume and not (out / "checkpoints").is_dir():
+    if args.resume == "latest" and not (out / "checkpoints").is_dir():
         raise ValueError(
             f"--resume: {out / 'checkpoints'} does not exist; checkpoints are written only "
             "with --checkpoint-every N. Drop --resume to start afresh."
@@ -333,7 +337,7 @@ def _fit(args: argparse.Namespace) -> int:
     data = load_data(args.data, levels=args.levels, allow_unlabelled=True)
     pool = _unlabelled_pool(args, data)
     data = data if data.y is None else data.labelled()
-    if args.overwrite and not args.resume and (out / "checkpoints").is_dir():
+    if args.overwrite and args.resume is None and (out / "checkpoints").is_dir():
         shutil.rmtree(out / "checkpoints")  # an earlier run's: this one starts afresh
     if args.val_fraction > 0:
         train, val = train_val_split(data, args.val_fraction, args.seed)
@@ -385,13 +389,13 @@ def _fit(args: argparse.Namespace) -> int:
             f"note: {args.data} has no labels, so this model is unconditional; class-conditional "
             "sampling and `flowaug augment` need labelled data."
         )
-    history = FlowTrainer(model, config).fit(
-        train, val, unlabelled=pool, resume_from="latest" if args.resume else None
-    )
+    # the trainer writes the model once, complete: with its class names (a kill after its save
+    # can no longer leave a model without them)
+    model.class_names = data.class_names
+    history = FlowTrainer(model, config).fit(train, val, unlabelled=pool, resume_from=args.resume)
     accuracy = history.records[-1].get("val_accuracy") if history.records else None
     if accuracy is not None:
         print(f"the flow's own classifier: validation accuracy {accuracy:.3f}")
-    model.save_pretrained(out, class_names=data.class_names)
     save_training_curve(history, out / "training_curve.png")
     if history.best_val_bpd is not None:
         print(f"best validation bits/dim {history.best_val_bpd:.4f} at step {history.best_step}")
@@ -470,6 +474,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from flowaug.io import load
     from flowaug.plots import save_sample_grid
+    from flowaug.sizes import check_count_in_memory, flow_sample_bytes
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}.")
@@ -477,6 +482,9 @@ def _sample(args: argparse.Namespace) -> int:
     if len(model.event_shape) != 3:
         return _sample_table(model, args)
     classes = list(range(max(model.num_classes, 1)))
+    check_count_in_memory(
+        args.n * len(classes), flow_sample_bytes(model), "--n", "draw fewer.", shown=args.n
+    )
     grid = _class_grid(model, args.n, args.temperature, args.seed, classes)
     path = Path(args.grid) if args.grid else Path(args.model) / "samples.png"
     path = save_sample_grid(
@@ -498,11 +506,14 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _sample_table(model: Any, args: argparse.Namespace) -> int:
     """``flowaug sample`` on a table model: ``--n`` rows per class as CSV, a preview printed."""
+    from flowaug.frame_sampling import check_frame_size
+
     if getattr(model, "encoder", None) is None:
         raise ValueError(
             f"{args.model} holds a {type(model).__name__} without column encoders; sample it in "
             "Python (model.sample), or fit it with `flowaug fit` on labelled data."
         )
+    check_frame_size(model, args.n * max(model.num_classes, 1), args.n, "--n")
     frame = model.sample_frame(args.n, args.temperature, args.seed)
     path = Path(args.csv) if args.csv else Path(args.model) / "samples.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -546,36 +557,21 @@ def _check_out_dir(out: Path, overwrite: bool, keep: Sequence[tuple[str, str]]) 
 
 
 def _save_dataset_atomically(ds: Any, out: Path, progress: bool) -> None:
-    """``ds.save_to_disk`` into a temporary folder next to ``out``, then rename it to ``out``.
-
-    An interrupted run leaves ``out`` as it was (plus, at worst, a hidden ``.NAME.tmp-*``
-    folder). An existing empty ``out`` is replaced by the rename itself; a non-empty one (only
-    with ``--overwrite``) is first moved aside and deleted once the new folder is in place.
-    """
+    """``ds.save_to_disk`` into a hidden staging folder next to ``out``, then put it in place
+    with :func:`flowaug.replace_dir.replace_folder`: a kill at any moment leaves the previous
+    output or the new one (see that module for the one fallback window and its recovery)."""
     from flowaug.hf import _progress_bars
+    from flowaug.replace_dir import replace_folder, staging_folder
 
     out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()  # not tempfile.mkdtemp: the folder keeps the umask's permissions, not 0700
-    old: Path | None = None
+    tmp = staging_folder(out)
     try:
         with _progress_bars(progress):
             ds.save_to_disk(str(tmp))
-        if out.is_dir() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-        try:
-            os.replace(tmp, out)  # replaces an empty folder atomically on POSIX
-        except BaseException:
-            if old is not None:
-                os.replace(old / out.name, out)  # put the previous output back
-            raise
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _class_table(ds: Any, label_column: str) -> list[tuple[str, int, int]]:
@@ -655,9 +651,13 @@ def _augment(args: argparse.Namespace) -> int:
     from flowaug.data import find_columns, load_hf_dataset
     from flowaug.hf import augment_dataset
     from flowaug.io import load
+    from flowaug.replace_dir import recover_folder
     from flowaug.sampling import _check_threshold
 
     out = Path(args.out)
+    note = recover_folder(out)  # what a killed earlier run left
+    if note is not None:
+        print(f"flowaug augment: note: {note}", file=sys.stderr)
     _check_out_dir(out, args.overwrite, [("--data", args.data), ("the model", args.model)])
     if args.ratio is not None and not (math.isfinite(args.ratio) and args.ratio >= 0):
         raise ValueError(

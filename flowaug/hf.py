@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from flowaug.sampling import (
     iter_synthetic,
     model_to_image,
 )
+from flowaug.sizes import check_count_on_disk
 from flowaug.table_schema import short_names
 
 __all__ = [
@@ -451,6 +453,14 @@ def _image_rows(
     )
     if sum(counts.values()) == 0:  # e.g. ratio=0, the baseline run
         return _no_rows(features)
+    check_count_on_disk(
+        sum(counts.values()),
+        math.prod(model.event_shape),  # about one byte per value once encoded
+        req.cache_dir or datasets.config.HF_DATASETS_CACHE,
+        "n_per_class" if req.n_per_class is not None else "ratio",
+        "ask for fewer synthetic rows, or free space in the datasets cache (cache_dir).",
+        shown=req.n_per_class if req.n_per_class is not None else req.ratio,
+    )
     job = _ImageJob(
         model,
         counts,

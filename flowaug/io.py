@@ -118,6 +118,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def clear_stale_temporaries(directory: str | os.PathLike, names: Sequence[str]) -> None:
+    """Delete what killed :func:`atomic_write_bytes` calls left of the files ``names`` in
+    ``directory`` (``.NAME.*.tmp``). Call it where no other process writes those files."""
+    directory = Path(directory)
+    for name in names:
+        for stale in directory.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def _tensors_for_saving(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     # safetensors refuses views and shared storage: give it private, contiguous CPU copies
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -223,6 +232,7 @@ def save_model(
         "weights_sha256": digest,
     }
     atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(record, indent=2) + "\n").encode())
+    clear_stale_temporaries(directory, [WEIGHTS_NAME, CONFIG_NAME])
 
 
 def _read_config(directory: Path) -> dict[str, Any]:

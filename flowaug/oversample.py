@@ -1,8 +1,10 @@
 """FlowOversampler: class-balancing oversampling of tables with a class-conditional flow.
 
-Follows imbalanced-learn's sampler convention (``fit_resample(X, y) -> (X_res, y_res)``, the
-same ``sampling_strategy`` values), so it drops into an ``imblearn.pipeline.Pipeline`` in place
-of SMOTE, and scikit-learn's estimator API (``get_params`` / ``set_params`` / ``clone``).
+Built on imbalanced-learn's ``BaseOverSampler`` and passing its estimator checks
+(``fit_resample(X, y) -> (X_res, y_res)`` in the input's containers, the same
+``sampling_strategy`` values; see :mod:`flowaug.sampler_inputs`), so it drops into an
+``imblearn.pipeline.Pipeline`` in place of SMOTE, with scikit-learn's estimator API
+(``get_params`` / ``set_params`` / ``clone``).
 Unlike SMOTE it handles categorical, integer and boolean columns natively and samples each class
 exactly from its own conditional distribution.
 """
@@ -17,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator
+from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils import check_random_state
 
 from flowaug.columns import column_names, unlabelled_rows
 from flowaug.flows.tabular import TabularFlow
+from flowaug.sampler_inputs import as_frame, as_targets, restore_x
 
 __all__ = ["FlowOversampler", "resolve_sampling_strategy"]
 
@@ -113,38 +116,7 @@ def resolve_sampling_strategy(
     )
 
 
-def _as_frame(X: Any) -> tuple[pd.DataFrame, str]:
-    """``X`` -> (DataFrame with string column names, input kind ``"frame"`` / ``"array"``)."""
-    if isinstance(X, pd.DataFrame):
-        return X.reset_index(drop=True), "frame"
-    if isinstance(X, (list, tuple)):
-        X = np.asarray(X)
-    if not isinstance(X, np.ndarray):
-        raise TypeError(f"X must be a numpy array or a pandas DataFrame, got {type(X).__name__}.")
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D [n_samples, n_features], got shape {list(X.shape)}.")
-    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
-    if X.dtype == object:
-        frame = frame.infer_objects()
-    return frame, "array"
-
-
-def _as_labels(y: Any, n: int) -> np.ndarray:
-    if isinstance(y, pd.DataFrame):
-        if y.shape[1] != 1:
-            raise ValueError(f"y must be 1-D, got a DataFrame with {y.shape[1]} columns.")
-        y = y.iloc[:, 0]
-    values = y.to_numpy() if isinstance(y, pd.Series) else np.asarray(y)
-    if values.ndim != 1:
-        raise ValueError(f"y must be 1-D [n_samples], got shape {list(values.shape)}.")
-    if values.shape[0] != n:
-        raise ValueError(f"y has {values.shape[0]} labels for {n} rows of X.")
-    if pd.isna(values).any():
-        raise ValueError("y contains missing values; drop those rows first.")
-    return values
-
-
-class FlowOversampler(BaseEstimator):
+class FlowOversampler(BaseOverSampler):
     """Oversample classes of a table with a class-conditional normalizing flow.
 
     ``fit`` learns column encoders and trains a :class:`~flowaug.flows.tabular.TabularFlow` on
@@ -266,8 +238,9 @@ class FlowOversampler(BaseEstimator):
             y: labels ``[N]`` (array, list or Series).
         """
         self._check_params()
-        frame, kind = _as_frame(X)
-        labels = _as_labels(y, len(frame))
+        frame, kind = as_frame(X)
+        y = as_targets(y, len(frame)).labels
+        labels = np.asarray(y)
         unlabelled = unlabelled_rows(labels, self.unlabelled_label)
         self.n_unlabelled_ = int(unlabelled.sum())
         classes = pd.unique(labels[~unlabelled])
@@ -384,13 +357,16 @@ class FlowOversampler(BaseEstimator):
         """Fit, then return the real rows followed by the synthetic ones.
 
         Returns:
-            ``(X_res, y_res)`` of the input's kinds: a DataFrame (same columns and dtypes) or a
-            numpy array (same dtype) for ``X``; a Series (same name and dtype) or a numpy array
-            for ``y``.
+            ``(X_res, y_res)`` of the input's kinds: a DataFrame (same columns and dtypes,
+            sparse ones too), a numpy array (same dtype) or a list of rows for ``X``; a Series
+            (same name and dtype), a one-column DataFrame, a one-vs-all array, a numpy array, or
+            a list next to a list ``X``, for ``y``.
         """
+        X_in, targets = X, as_targets(y, len(as_frame(X)[0]))
+        y = targets.labels
         self.fit(X, y)
-        frame, kind = _as_frame(X)
-        labels = _as_labels(y, len(frame))
+        frame, kind = as_frame(X)
+        labels = np.asarray(y)
         labelled = ~unlabelled_rows(labels, self.unlabelled_label)
         frame, labels = frame[labelled].reset_index(drop=True), labels[labelled]
         if kind == "array":
@@ -411,11 +387,16 @@ class FlowOversampler(BaseEstimator):
             X_res = np.concatenate([np.asarray(X), new_x.to_numpy(dtype=np.asarray(X).dtype)])
         y_all = np.concatenate([labels, new_y])
         if isinstance(y, pd.Series):
-            return X_res, pd.Series(y_all, name=y.name).astype(y.dtype)
-        return X_res, y_all
+            y_all = pd.Series(y_all, name=y.name).astype(y.dtype)
+        return restore_x(X_in, X_res), targets.restore(y_all, isinstance(X_in, (list, tuple)))
+
+    def _fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
+        # imbalanced-learn's abstract hook; fit_resample above does the work on X as given
+        return self.fit_resample(X, y)
 
     def __sklearn_tags__(self):  # scikit-learn >= 1.6: declare the input we accept
         tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
         tags.input_tags.allow_nan = False
         tags.input_tags.categorical = True
         tags.input_tags.string = True

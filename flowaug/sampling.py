@@ -29,6 +29,7 @@ from flowaug.flows.base import (
     evaluating,
     is_number,
 )
+from flowaug.sizes import check_count_in_memory
 
 __all__ = [
     "GenerationStats",
@@ -398,6 +399,21 @@ def sample_per_class(
 
 
 # --- the bank ---------------------------------------------------------------------------------
+def check_bank_size(model: ConditionalFlow, n_per_class: int, argument: str) -> None:
+    """Refuse a bank of ``n_per_class`` samples per class that cannot fit in memory: per
+    sample its integer codes and the float32 copy that draws are converted from."""
+    numel = math.prod(int(s) for s in model.event_shape)
+    code = to_codes(torch.zeros(1), model.levels).element_size()
+    check_count_in_memory(
+        max(model.num_classes, 1) * n_per_class,
+        numel * (code + 4),
+        argument,
+        "keep a smaller bank (a few hundred samples per class suffice with refresh_every) or "
+        "draw fresh samples with flowaug.sampling.iter_synthetic.",
+        shown=n_per_class,
+    )
+
+
 class SyntheticBank:
     """Pre-generated synthetic samples per class, drawn at the cost of a tensor copy.
 
@@ -443,6 +459,7 @@ class SyntheticBank:
             raise TypeError(f"n_per_class must be an int >= 1, got {n_per_class!r}.")
         if n_per_class < 1:
             raise ValueError(f"n_per_class must be >= 1, got {n_per_class}.")
+        check_bank_size(model, int(n_per_class), "n_per_class")
         if refresh_every is not None and (isinstance(refresh_every, bool) or refresh_every < 1):
             raise ValueError(f"refresh_every must be an int >= 1 or None, got {refresh_every!r}.")
         self.n_per_class = int(n_per_class)

@@ -6,20 +6,27 @@
 ``accelerate launch`` or ``torchrun`` every rank finds its index by itself. The rows of a shard
 depend only on the model, the request and the shard's index, so the union is the same for 1 or
 8 processes, and a rerun after a crash writes only the shards that are missing (each file is
-written under a temporary name and renamed when complete). :func:`load_synthetic_shards` reads
-the finished set back as one ``datasets.Dataset`` with the reference dataset's ``Features`` and
+written under a temporary name and renamed when complete). Every shard's SHA-256 is recorded
+beside it in ``shard-NNNNN.sha256`` (``sha256sum -c`` reads it): a rerun writes a shard that no
+longer matches again, and loading refuses one. :func:`load_synthetic_shards` reads the finished
+set back as one ``datasets.Dataset`` with the reference dataset's ``Features`` and
 ``is_synthetic=True``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from datasets import Features, Value
 
@@ -36,6 +43,7 @@ from flowaug.hf import (
     _progress_bars,
 )
 from flowaug.sampling import _check_model, _check_temperature, class_counts, derive_seed
+from flowaug.sizes import check_count_on_disk
 
 __all__ = ["load_synthetic_shards", "plan_shards", "write_synthetic_shards"]
 
@@ -73,6 +81,52 @@ def plan_shards(counts: Mapping[int, int], rows_per_shard: int) -> list[dict[int
 
 def _shard_path(out_dir: Path, index: int) -> Path:
     return out_dir / f"shard-{index:05d}.parquet"
+
+
+def _hash_path(shard: Path) -> Path:
+    """``shard-NNNNN.sha256`` beside a shard, in ``sha256sum`` format (``sha256sum -c`` reads
+    it)."""
+    return shard.with_suffix(".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _shard_damage(shard: Path, rows: int) -> str | None:
+    """Why a present shard file cannot be trusted, or ``None``.
+
+    Its SHA-256 must match the one recorded beside it; a shard of an older flowaug, written
+    without one, must at least parse and hold the ``rows`` rows the plan gives it.
+    """
+    recorded = _hash_path(shard)
+    if recorded.is_file():
+        expected = recorded.read_text().split(maxsplit=1)[:1]
+        if expected and _sha256(shard) == expected[0]:
+            return None
+        return f"does not match the SHA-256 recorded in {recorded.name}"
+    try:
+        found = pq.ParquetFile(shard).metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException) as err:
+        return f"is not a readable Parquet file ({err})"
+    return None if found == rows else f"holds {found} rows, the plan {rows}"
+
+
+def _write_shard(shard: datasets.Dataset, path: Path) -> None:
+    """Write a shard under a temporary name, record its hash, then rename it into place: a
+    shard file only ever appears complete, and with its hash beside it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with _progress_bars(False):
+        shard.to_parquet(str(tmp))
+    recorded = _hash_path(path)
+    hash_tmp = recorded.with_name(f".{recorded.name}.{os.getpid()}.tmp")
+    hash_tmp.write_text(f"{_sha256(tmp)}  {path.name}\n")
+    os.replace(hash_tmp, recorded)
+    os.replace(tmp, path)
 
 
 def _process_layout(process_index: int | None, num_processes: int | None) -> tuple[int, int]:
@@ -184,6 +238,14 @@ def write_synthetic_shards(
     _label_info(ds.features, label_column, model.num_classes)
     rank, world = _process_layout(process_index, num_processes)
     counts = class_counts(n_per_class, model.num_classes)
+    check_count_on_disk(
+        sum(counts.values()),  # before the plan, which holds one entry per shard
+        math.prod(model.event_shape),  # about one byte per value once encoded
+        out_dir,
+        "n_per_class",
+        "ask for fewer rows, or write the shards where there is more free space.",
+        shown=n_per_class,
+    )
     plan = plan_shards(counts, rows_per_shard)
     base = {k: v for k, v in ds.features.items() if k != SYNTHETIC_COLUMN}
     features = Features({**base, SYNTHETIC_COLUMN: Value("bool")})
@@ -212,14 +274,17 @@ def write_synthetic_shards(
         "batch_size": int(batch_size),  # the draws depend on how they are batched
         "shards": [{str(c): n for c, n in shard.items()} for shard in plan],
     }
+    mine = [i for i in range(len(plan)) if i % world == rank]
     _write_manifest(out, manifest)
 
-    mine = [i for i in range(len(plan)) if i % world == rank]
     bar = tqdm(mine, desc=f"flowaug: shards (process {rank})", disable=not progress or rank != 0)
     for index in bar:
         path = _shard_path(out, index)
         if path.exists():
-            continue  # complete: files only appear under their final name when fully written
+            damage = _shard_damage(path, sum(plan[index].values()))
+            if damage is None:
+                continue  # complete: files only appear under their final name when fully written
+            warnings.warn(f"{path} {damage}; writing it again.", stacklevel=2)
         job = _ImageJob(
             model,
             plan[index],
@@ -232,11 +297,7 @@ def write_synthetic_shards(
             filter_threshold=filter_threshold,
         )
         rows = list(job.rows(derive_seed(int(seed), index), progress=False))
-        shard = datasets.Dataset.from_list(rows, features=features)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with _progress_bars(False):
-            shard.to_parquet(str(tmp))
-        os.replace(tmp, path)
+        _write_shard(datasets.Dataset.from_list(rows, features=features), path)
     return [_shard_path(out, i) for i in mine]
 
 
@@ -264,6 +325,17 @@ def load_synthetic_shards(out_dir: str | os.PathLike, progress: bool = True) -> 
             f"{len(missing)} of {len(files)} shards are missing in {out} ({', '.join(missing[:5])}"
             f"{', ...' if len(missing) > 5 else ''}); run write_synthetic_shards again with the "
             "same arguments to finish them."
+        )
+    damaged = []
+    for i, f in enumerate(files):
+        damage = _shard_damage(f, sum(manifest["shards"][i].values()))
+        if damage is not None:
+            damaged.append(f"{f.name} {damage}")
+    if damaged:
+        raise ValueError(
+            f"{len(damaged)} of {len(files)} shards in {out} are damaged ({'; '.join(damaged[:3])}"
+            f"{'; ...' if len(damaged) > 3 else ''}); run write_synthetic_shards (or `flowaug "
+            "generate`) again with the same arguments to write them again."
         )
     features = Features.from_dict(manifest["features"])
     if not files:

@@ -10,7 +10,12 @@ Reproducibility is by construction rather than by saved random states: the data 
 function of ``(seed, epoch)``, the dequantization noise of a batch a function of ``(seed,
 step)`` and dropout is reseeded from ``(seed, step, rank)`` every step. ``batch_size`` is the
 *global* batch: each of ``P`` processes takes its ``batch_size / P`` slice of the same batch, so
-one process and many follow the same trajectory (up to floating-point reduction order).
+without dropout one process and many follow the same trajectory (up to floating-point reduction
+order, about 1e-4 in the weights after tens of steps). With dropout they do not: each process
+draws the masks of its own slice, which are not the masks one process draws for the same rows,
+so runs on different numbers of processes are equally good samples of the same training, not
+the same numbers (weights about 1e-2 apart after tens of steps; ``tests/test_distributed.py``
+measures both). A run on a fixed number of processes is reproducible either way.
 
 Example:
     >>> from flowaug import Glow
@@ -29,8 +34,6 @@ import copy
 import json
 import math
 import os
-import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -40,8 +43,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowaug.checkpoints import (
+    check_intact,
+    clear_stale_checkpoints,
+    discard_checkpoint,
+    flatten_optimizer_state,
+    latest_checkpoint,
+    list_checkpoints,
+    read_trainer_state,
+    unflatten_optimizer_state,
+)
 from flowaug.data import FlowData, as_flow_data
-from flowaug.io import atomic_write_bytes, load_tensors, save_tensors
+from flowaug.io import atomic_write_bytes, clear_stale_temporaries, load_tensors, save_tensors
 from flowaug.seeding import derive_seed as _derive_seed
 from flowaug.seeding import generator as _generator
 from flowaug.semi_supervised import SEMI_SUPERVISED_MODES, SemiSupervisedBatches
@@ -60,7 +73,6 @@ __all__ = [
 
 _MIXED_PRECISION = ("no", "bf16", "fp16")
 _SCHEDULES = ("cosine", "constant")
-_CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -535,10 +547,13 @@ class FlowTrainer:
                 posterior (``config.semi_supervised``, see :mod:`flowaug.semi_supervised`); an
                 unconditional one simply trains on them too.
             resume_from: a checkpoint folder, or ``"latest"`` for the newest complete one in
-                ``output_dir/checkpoints`` (a fresh start when there is none).
+                ``output_dir/checkpoints`` (a fresh start when there is none). A damaged
+                checkpoint (a file missing or not matching its hash) is refused, naming the
+                newest intact one to pass instead.
 
         Raises:
             NonFiniteLossError: ``max_bad_steps`` consecutive non-finite steps.
+            ValueError: the checkpoint to resume from is damaged, or of other settings.
         """
         devices = []
         if self.accelerator.device.type == "cuda":
@@ -587,7 +602,7 @@ class FlowTrainer:
         state = _RunState()
         root = self._checkpoint_root()
         if resume_from is None and cfg.checkpoint_every is not None and root is not None:
-            earlier = _list_checkpoints(root)
+            earlier = list_checkpoints(root)
             if earlier:
                 raise ValueError(
                     f"{root} holds checkpoints of an earlier run (up to {earlier[-1].name}); "
@@ -720,6 +735,9 @@ class FlowTrainer:
             Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
             self.history.save(Path(cfg.output_dir) / "history.json")
             save_model(model, cfg.output_dir)  # the weights it ends with: flowaug.load(dir)
+            # what writes killed in an earlier run of this output_dir left behind
+            clear_stale_temporaries(cfg.output_dir, ["history.json"])
+            clear_stale_checkpoints(self._checkpoint_root())
         acc.wait_for_everyone()
         return self.history
 
@@ -856,11 +874,14 @@ class FlowTrainer:
                     f"resume_from={str(resume_from)!r} is not a complete checkpoint (no "
                     "trainer_state.json); pass a folder under output_dir/checkpoints or 'latest'."
                 )
+            check_intact(path, "resume_from: the checkpoint")
             return path
         root = self._checkpoint_root()
         if root is None:
             raise ValueError("resume_from='latest' needs config.output_dir to look in.")
         found = latest_checkpoint(root)
+        if found is not None:
+            check_intact(found, "resume_from='latest': the newest checkpoint")
         return found
 
     def _save_checkpoint(self, state: _RunState, optimizer: Any, n: int) -> None:
@@ -870,8 +891,7 @@ class FlowTrainer:
         if acc.is_main_process:
             root.mkdir(parents=True, exist_ok=True)
             final = root / f"step_{state.step:08d}"
-            for stale in root.glob(".tmp-step_*"):  # left by a run killed mid-save
-                shutil.rmtree(stale, ignore_errors=True)
+            clear_stale_checkpoints(root)
             tmp = root / f".tmp-{final.name}-{os.getpid()}"
             tmp.mkdir()
             hashes = {
@@ -880,7 +900,7 @@ class FlowTrainer:
                 )
             }
             hashes["optimizer.safetensors"] = save_tensors(
-                _flatten_optimizer_state(optimizer.state_dict()), tmp / "optimizer.safetensors"
+                flatten_optimizer_state(optimizer.state_dict()), tmp / "optimizer.safetensors"
             )
             extra = {}
             ssl = None if self._ssl is None else self._ssl.state_tensors()
@@ -897,14 +917,14 @@ class FlowTrainer:
             # trainer_state.json last: a folder without it is never taken for a checkpoint
             atomic_write_bytes(tmp / "trainer_state.json", json.dumps(meta, indent=1).encode())
             if final.exists():
-                shutil.rmtree(final)
+                discard_checkpoint(final)
             os.replace(tmp, final)
-            for old in _list_checkpoints(root)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            for old in list_checkpoints(root)[: -self.config.keep_checkpoints]:
+                discard_checkpoint(old)
         acc.wait_for_everyone()
 
     def _load_checkpoint(self, path: Path, n: int) -> _RunState:
-        meta = _read_trainer_state(path)
+        meta = read_trainer_state(path)
         saved = meta.get("config", {})
         defaults = TrainConfig(output_dir=self.config.output_dir).to_dict()
         changed = _changes(saved, self.config.to_dict(), _RESUMABLE_CHANGES, defaults)
@@ -945,7 +965,7 @@ class FlowTrainer:
         return state
 
     def _load_optimizer(self, optimizer: Any, path: Path) -> None:
-        meta = _read_trainer_state(path)
+        meta = read_trainer_state(path)
         flat = load_tensors(
             path / "optimizer.safetensors",
             meta.get("sha256", {}).get("optimizer.safetensors"),
@@ -953,7 +973,7 @@ class FlowTrainer:
         )
         current = optimizer.state_dict()
         optimizer.load_state_dict(
-            {"state": _unflatten_optimizer_state(flat), "param_groups": current["param_groups"]}
+            {"state": unflatten_optimizer_state(flat), "param_groups": current["param_groups"]}
         )
 
 
@@ -997,30 +1017,6 @@ class _RunState:
         return cls(**{k: meta[k] for k in cls._JSON if k in meta})
 
 
-def _flatten_optimizer_state(state_dict: dict[str, Any]) -> dict[str, Tensor]:
-    flat = {}
-    for index, values in state_dict["state"].items():
-        for key, value in values.items():
-            flat[f"{index}.{key}"] = torch.as_tensor(value)
-    return flat
-
-
-def _unflatten_optimizer_state(flat: dict[str, Tensor]) -> dict[int, dict[str, Tensor]]:
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, value in flat.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return state
-
-
-def _read_trainer_state(path: Path) -> dict[str, Any]:
-    file = path / "trainer_state.json"
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{file} is unreadable ({err}); resume from another checkpoint.") from err
-
-
 # TrainConfig fields a resumed run may change: they do not shape the weights' trajectory
 _RESUMABLE_CHANGES = frozenset(
     {"progress", "output_dir", "checkpoint_every", "keep_checkpoints", "max_time", "cpu"}
@@ -1038,24 +1034,6 @@ def _changes(
         saved.setdefault(key, value)
     keys = sorted((set(saved) | set(now)) - ignore)
     return [f"{k}={saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
-
-
-def _list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first (temporary folders never count)."""
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        match = _CHECKPOINT_RE.match(p.name)
-        if match and (p / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint folder in ``root`` (``output_dir/checkpoints``), or None."""
-    found = _list_checkpoints(Path(root))
-    return found[-1] if found else None
 
 
 # --- one call from data to a model ----------------------------------------------------------

@@ -465,3 +465,85 @@ def test_a_table_of_other_columns_is_refused(tmp_path, capsys, name):
     assert main(argv) == 1
     _one_line_error(capsys, name, "does not have the model's columns: missing ['alcohol'")
     assert not (tmp_path / "aug").exists()
+
+
+@pytest.mark.parametrize("name", ["sample", "sample-table", "augment", "generate"])
+def test_absurd_counts_are_refused_in_one_line_with_an_estimate(
+    tmp_path, capsys, digits_model, small_digits, name
+):
+    huge, out = str(10**13), str(tmp_path / "out")
+    model = digits_model
+    if name == "sample-table":
+        model = tmp_path / "iris"
+        fit = ["fit", "--data", "sklearn:iris", "--out", str(model), *TINY_FIT, *TINY_MODEL]
+        assert main(fit) == 0
+        capsys.readouterr()
+    argv = {
+        "sample": ["sample", str(model), "--n", huge, "--grid", out],
+        "sample-table": ["sample", str(model), "--n", huge, "--csv", out],
+        "augment": ["augment", str(model), "--data", str(small_digits), "--out", out,
+                    "--n-per-class", huge, "--no-progress"],
+        "generate": ["generate", str(model), "--like", str(small_digits), "--out", out,
+                     "--n-per-class", huge, "--no-progress"],
+    }[name]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    flag = "--n" if name.startswith("sample") else "n_per_class"
+    assert err.startswith(f"flowaug {argv[0]}: error: {flag}={huge} (") and "needs about" in err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
+    assert not os.path.exists(out) or not any(os.scandir(out))
+
+
+def test_a_kill_after_training_still_leaves_a_complete_model(tmp_path, monkeypatch):
+    # the trainer's save was once followed by the CLI's own (with class_names): a kill between
+    # the two left a model whose class_names were None
+    from flowaug.training import FlowTrainer
+
+    real_fit = FlowTrainer.fit
+
+    def fit_then_killed(self, *args, **kwargs):
+        real_fit(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FlowTrainer, "fit", fit_then_killed)
+    out = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt):
+        main(["fit", "--data", "sklearn:digits", "--out", str(out), *TINY_FIT, *TINY_MODEL])
+    assert flowaug.load(out).class_names == [str(d) for d in range(10)]
+
+
+def test_resume_from_a_chosen_checkpoint_when_the_newest_is_corrupt(tmp_path, capsys):
+    out = tmp_path / "model"
+    fit = ["fit", "--data", "sklearn:digits", "--out", str(out), "--checkpoint-every", "2",
+           *TINY_FIT, *TINY_MODEL]
+    assert main(fit) == 0
+    weights = out / "checkpoints" / "step_00000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    capsys.readouterr()
+    assert main([*fit, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "step_00000004" in err and "model.safetensors" in err
+    intact = out / "checkpoints" / "step_00000002"
+    assert f"--resume {intact}" in err
+    assert main([*fit, "--resume", str(intact)]) == 0
+    assert flowaug.load(out).class_names == [str(d) for d in range(10)]
+
+
+def test_augment_overwrite_recovers_after_a_kill_between_its_renames(
+    tmp_path, capsys, digits_model, small_digits
+):
+    out = tmp_path / "aug"
+    argv = ["augment", str(digits_model), "--data", str(small_digits), "--out", str(out),
+            "--n-per-class", "1", "--no-progress"]
+    assert main(argv) == 0
+    before = sorted(p.name for p in out.iterdir())
+    # what a kill between the renames of the fallback (no atomic swap) leaves: the previous
+    # output renamed aside by a process that is gone, and the half-written new one
+    out.rename(tmp_path / ".aug.old-999999999-0badf00d")
+    (tmp_path / ".aug.tmp-999999999-0badf00d").mkdir()
+    assert main([*argv, "--n-per-class", "2", "--overwrite"]) == 0
+    assert "restored" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aug"]
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert len(datasets.load_from_disk(str(out))) == 60 + 20

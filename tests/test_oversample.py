@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from imblearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.base import clone
 from sklearn.datasets import load_iris, load_wine
 
@@ -300,3 +301,21 @@ def test_fit_on_a_frame_with_minus_one_labels() -> None:
     model = flowaug.fit(wine.iloc[40:100], label="target", unlabelled=extra, config=cfg,
                         val_fraction=0, depth=1, hidden=8)
     assert model.num_classes == len(wine["target"].iloc[40:100].unique())
+
+
+# imbalanced-learn's own estimator checks: target types, pandas (dense and sparse), lists,
+# one-vs-all and 2-D targets, dtypes, feature names. A few training steps are enough for them.
+@parametrize_with_checks([FlowOversampler(random_state=0, max_steps=3)])
+def test_imbalanced_learn_estimator_checks(estimator, check) -> None:
+    check(estimator)
+
+
+def test_is_an_imbalanced_learn_over_sampler() -> None:
+    from imblearn.over_sampling.base import BaseOverSampler
+    from imblearn.pipeline import make_pipeline
+    from sklearn.linear_model import LogisticRegression
+
+    assert isinstance(FlowOversampler(), BaseOverSampler)
+    X, y = imbalanced_iris(as_frame=False)
+    pipe = make_pipeline(FlowOversampler(random_state=0, max_steps=5), LogisticRegression())
+    assert pipe.fit(X, y).score(X, y) > 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import datasets
@@ -193,3 +194,29 @@ def test_flowaug_generate_under_torchrun(model, tmp_path):
     assert rows(load_synthetic_shards(tmp_path / "two")) == rows(
         load_synthetic_shards(tmp_path / "one")
     )
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "swap", "truncate-unhashed"])
+def test_a_corrupted_shard_is_detected_and_a_rerun_regenerates_it(model, tmp_path, damage):
+    ds = reference("image")
+    kw = dict(n_per_class=2, rows_per_shard=5, seed=0)
+    write_all(ds, model, tmp_path, 1, **kw)
+    before = rows(load_synthetic_shards(tmp_path))
+    files = sorted(tmp_path.glob("shard-*.parquet"))
+    data = bytearray(files[1].read_bytes())
+    if damage == "flip":  # one bit, inside the data pages: the file still parses
+        data[len(data) // 3] ^= 0x01
+        files[1].write_bytes(bytes(data))
+    elif damage.startswith("truncate"):
+        files[1].write_bytes(bytes(data[: len(data) // 2]))
+        if damage == "truncate-unhashed":  # as written by a flowaug without shard hashes
+            files[1].with_suffix(".sha256").unlink()
+    else:  # a complete shard, but another one's
+        shutil.copyfile(files[2], files[1])
+    with pytest.raises(ValueError, match=r"shard-00001\.parquet .*run write_synthetic_shards"):
+        load_synthetic_shards(tmp_path)
+    stamps = {f: f.stat().st_mtime_ns for f in files if f != files[1]}
+    with pytest.warns(UserWarning, match=r"shard-00001\.parquet .*; writing it again"):
+        write_all(ds, model, tmp_path, 1, **kw)
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # only the damaged one again
+    assert rows(load_synthetic_shards(tmp_path)) == before

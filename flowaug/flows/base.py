@@ -324,8 +324,20 @@ class ConditionalFlow(nn.Module):
         """
         temperature = check_temperature(temperature)
         labels, n = self._sample_labels(y, num_samples)
+        self._check_draw_size(n, "num_samples" if num_samples is not None else "len(y)")
         eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
         return check_finite_samples(self._inverse(eps * temperature, labels), temperature)
+
+    def _check_draw_size(self, n: int, argument: str) -> None:
+        """Refuse drawing ``n`` samples at once when they cannot fit in memory."""
+        from flowaug.sizes import check_count_in_memory, flow_sample_bytes
+
+        check_count_in_memory(
+            n,
+            flow_sample_bytes(self),
+            argument,
+            "draw fewer at a time (loop over chunks), or use flowaug.sampling.iter_synthetic.",
+        )
 
     def _sample_labels(self, y: Any, num_samples: int | None) -> tuple[Tensor | None, int]:
         """``(labels [n] or None, n)`` for a draw: ``y`` one class per sample, or one class
@@ -336,6 +348,8 @@ class ConditionalFlow(nn.Module):
             or num_samples < 0
         ):
             raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}.")
+        if num_samples is not None:
+            self._check_draw_size(int(num_samples), "num_samples")
         if self.num_classes == 0:
             if num_samples is None:
                 num_samples = 1 if y is None else torch.as_tensor(y).numel()

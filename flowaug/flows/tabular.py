@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from flowaug.columns import TableEncoder, redequantize
-from flowaug.flows.base import ConditionalFlow, check_float_tensor
+from flowaug.flows.base import ConditionalFlow, check_float_tensor, evaluating
 from flowaug.flows.layers import ActNorm, AffineCoupling, GaussianPrior, InvConv1x1
 from flowaug.flows.spline import SplineCoupling
+from flowaug.frame_sampling import FRAME_CHUNK_ROWS, check_frame_size, sample_frame_in_chunks
 
 __all__ = ["TabularFlow"]
 
@@ -428,25 +429,25 @@ class TabularFlow(ConditionalFlow):
 
         Returns:
             DataFrame in the training table's column order, classes in label order.
+
+        Raises:
+            ValueError: the rows cannot fit in memory (the estimate is in the message). Large
+                counts are generated and decoded in chunks of ``FRAME_CHUNK_ROWS`` rows.
         """
         counts = self._class_counts(n_per_class)
+        check_frame_size(self, sum(counts), n_per_class)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        was_training = self.training
-        self.eval()
-        try:
-            if self.num_classes:
-                y = torch.repeat_interleave(
-                    torch.arange(self.num_classes), torch.tensor(counts)
-                ).to(self.device)
-                x = self.sample(y, temperature, generator)
-            else:
-                y = None
-                x = self.sample(None, temperature, generator, num_samples=counts[0])
-        finally:
-            self.train(was_training)
-        return self.decode_frame(x, y).reset_index(drop=True)
+        y = None
+        if self.num_classes:
+            y = torch.repeat_interleave(torch.arange(self.num_classes), torch.tensor(counts))
+            y = y.to(self.device)
+        with evaluating(self):
+            if sum(counts) <= FRAME_CHUNK_ROWS:
+                x = self.sample(y, temperature, generator, None if y is not None else counts[0])
+                return self.decode_frame(x, y).reset_index(drop=True)
+            return sample_frame_in_chunks(self, y, sum(counts), temperature, generator)
 
     def extra_repr(self) -> str:
         cfg = self.config
