@@ -16,6 +16,7 @@ and :func:`main` builds one ``argparse`` sub-parser (with ``--help``) per regist
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from flowaug.cli_fit import CHECKPOINT_AFTER_SECONDS
 
 __all__ = ["Command", "COMMANDS", "command", "build_parser", "main", "QUICKSTART_MODEL"]
 
@@ -64,6 +67,16 @@ def command(
     return register
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` where an option has a fixed default; options whose default
+    depends on the data say so in their help instead of showing ``None``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``flowaug`` parser with one sub-parser per registered command."""
     from flowaug import __version__
@@ -79,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.name,
             help=cmd.help,
             description=cmd.description or cmd.help,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_DefaultsHelpFormatter,
         )
         cmd.arguments(p)
         p.set_defaults(_run=cmd.run)
@@ -94,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TypeError, ImportError) as err:  # OSError: file system
         print(f"flowaug {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop: nothing half-written to keep
+        print(f"flowaug {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 # --- shared pieces ---------------------------------------------------------------------------
@@ -105,7 +121,13 @@ _DATA_HELP = (
 
 
 def _add_training_arguments(p: argparse.ArgumentParser, steps: int | None) -> None:
-    p.add_argument("--steps", type=int, default=steps, help="maximum optimizer steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=steps,
+        help="maximum optimizer steps"
+        + (" (default: 40 epochs, at least 500, at most 20000)" if steps is None else ""),
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of splits, init and training")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
@@ -278,10 +300,30 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help=_DATA_HELP)
     p.add_argument("--out", required=True, help="output folder for the model and history")
     _add_training_arguments(p, None)
-    p.add_argument("--batch-size", type=int, help="global batch size")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--eval-every", type=int, help="steps between validations")
-    p.add_argument("--patience", type=int, help="validations without improvement before stopping")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch size (default: N/8 clipped to [8, 64], N the training samples)",
+    )
+    p.add_argument(
+        "--lr", type=float, help="peak learning rate (default: 2e-3 below 5000 samples, else 1e-3)"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        help="steps between validations (default: one epoch, at least 25 steps)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="validations without improvement before early stopping (default: 5)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=float,
+        metavar="SECONDS",
+        help="time budget: stop at the first step past it, keeping the best weights so far",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share")
     p.add_argument("--levels", type=int, help="intensity levels of integer images")
     p.add_argument("--depth", type=int, help="flow steps per scale")
@@ -290,7 +332,8 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint-every",
         type=int,
-        help="steps between checkpoints (none without it, so nothing for --resume)",
+        help="steps between checkpoints, for --resume (default: about 10 per fit when it is "
+        f"estimated to take over {CHECKPOINT_AFTER_SECONDS:.0f} s, else none; 0: none)",
     )
     p.add_argument("--resume", action="store_true", help="resume from OUT/checkpoints")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
@@ -316,7 +359,14 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
 def _fit(args: argparse.Namespace) -> int:
     import torch
 
+    from flowaug.cli_fit import (
+        default_checkpoint_every,
+        describe_plan,
+        interrupted_line,
+        seconds_per_step,
+    )
     from flowaug.data import load_data
+    from flowaug.interrupts import TrainingInterrupted
     from flowaug.plots import save_training_curve
     from flowaug.training import FlowTrainer, build_model, default_config, train_val_split
 
@@ -327,8 +377,9 @@ def _fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     if args.resume and not (out / "checkpoints").is_dir():
         raise ValueError(
-            f"--resume: {out / 'checkpoints'} does not exist; checkpoints are written only "
-            "with --checkpoint-every N. Drop --resume to start afresh."
+            f"--resume: {out / 'checkpoints'} does not exist; checkpoints are written with "
+            "--checkpoint-every N (and by default for fits estimated to take over "
+            f"{CHECKPOINT_AFTER_SECONDS:.0f} s). Drop --resume to start afresh."
         )
     data = load_data(args.data, levels=args.levels, allow_unlabelled=True)
     pool = _unlabelled_pool(args, data)
@@ -362,7 +413,7 @@ def _fit(args: argparse.Namespace) -> int:
         output_dir=str(out),
         progress=not args.no_progress,
         mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every or None,
     )
     named = dict(
         max_steps=args.steps,
@@ -370,10 +421,17 @@ def _fit(args: argparse.Namespace) -> int:
         lr=args.lr,
         eval_every=args.eval_every,
         patience=args.patience,
+        max_time=args.max_time,
     )
     overrides.update({k: v for k, v in named.items() if v is not None})
     num_pool = 0 if pool is None else len(pool)
     config = default_config(len(train) + num_pool, seed=args.seed, **overrides)
+    step_seconds = seconds_per_step(model, train.x, train.y, config)
+    if args.checkpoint_every is None:
+        every = default_checkpoint_every(
+            config.max_steps, config.eval_every, step_seconds * config.max_steps
+        )
+        config = dataclasses.replace(config, checkpoint_every=every)
     print(
         f"{args.data}: {len(train)} train / {0 if val is None else len(val)} validation "
         f"samples of shape {list(data.event_shape)}, {data.num_classes} classes"
@@ -385,14 +443,30 @@ def _fit(args: argparse.Namespace) -> int:
             f"note: {args.data} has no labels, so this model is unconditional; class-conditional "
             "sampling and `flowaug augment` need labelled data."
         )
-    history = FlowTrainer(model, config).fit(
-        train, val, unlabelled=pool, resume_from="latest" if args.resume else None
-    )
+    for line in describe_plan(model, config, step_seconds, has_val=val is not None):
+        print(line)
+    model.class_names = data.class_names  # so that what an interrupted fit saves has them
+    try:
+        history = FlowTrainer(model, config).fit(
+            train, val, unlabelled=pool, resume_from="latest" if args.resume else None
+        )
+    except TrainingInterrupted as err:
+        print(interrupted_line(err, out, resumable=config.checkpoint_every is not None))
+        return err.exit_code
+    if config.max_time is not None and history.steps < config.max_steps:
+        if not history.stopped_early:
+            print(
+                f"time budget of {config.max_time:g} s reached at step {history.steps}: "
+                "training stopped, keeping the best weights so far"
+            )
     accuracy = history.records[-1].get("val_accuracy") if history.records else None
     if accuracy is not None:
         print(f"the flow's own classifier: validation accuracy {accuracy:.3f}")
     model.save_pretrained(out, class_names=data.class_names)
     save_training_curve(history, out / "training_curve.png")
+    if len(model.event_shape) == 3:
+        grid = _save_samples(model, out / "samples.png", 8, 0.7, args.seed)
+        print(f"samples (one row per class, temperature 0.7): {grid}")
     if history.best_val_bpd is not None:
         print(f"best validation bits/dim {history.best_val_bpd:.4f} at step {history.best_step}")
     print(f"model written to {out}")
