@@ -326,6 +326,13 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share")
     p.add_argument("--levels", type=int, help="intensity levels of integer images")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="resize every image to N x N first (N even; a multiple of 8 gives Glow 3 scales): "
+        "for folders of odd or mixed sizes",
+    )
     p.add_argument("--depth", type=int, help="flow steps per scale")
     p.add_argument("--hidden", type=int, help="width of the coupling networks")
     p.add_argument("--dropout", type=float, help="dropout in the coupling networks")
@@ -381,7 +388,9 @@ def _fit(args: argparse.Namespace) -> int:
             "--checkpoint-every N (and by default for fits estimated to take over "
             f"{CHECKPOINT_AFTER_SECONDS:.0f} s). Drop --resume to start afresh."
         )
-    data = load_data(args.data, levels=args.levels, allow_unlabelled=True)
+    data = load_data(
+        args.data, levels=args.levels, allow_unlabelled=True, image_size=args.image_size
+    )
     pool = _unlabelled_pool(args, data)
     data = data if data.y is None else data.labelled()
     if args.overwrite and not args.resume and (out / "checkpoints").is_dir():
@@ -482,7 +491,7 @@ def _unlabelled_pool(args: argparse.Namespace, data: Any) -> Any:
     parts = [] if data.y is None else [data.unlabelled().x]
     if args.unlabelled is not None:
         extra = load_data(args.unlabelled, levels=data.levels, option="--unlabelled",
-                          allow_unlabelled=True)
+                          allow_unlabelled=True, image_size=args.image_size)
         if extra.event_shape != data.event_shape or extra.levels != data.levels:
             raise ValueError(
                 f"--unlabelled holds samples of shape {list(extra.event_shape)} with levels "

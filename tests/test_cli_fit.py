@@ -117,3 +117,44 @@ def test_grayscale_grids_keep_the_data_s_polarity(tmp_path):
     assert row.max() > 250 and row.min() < 5
     left, right = row[: len(row) // 2], row[len(row) // 2 :]
     assert left.max() > 250 and right.min() < 5  # the white image (value 1) is drawn white
+
+
+def _odd_folder(root: Path, sizes: list[tuple[int, int]]) -> Path:
+    rng = np.random.default_rng(0)
+    for i, size in enumerate(sizes):
+        folder = root / ("cats" if i % 2 else "dogs")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_odd_sizes_name_an_option_that_exists(tmp_path, capsys):
+    images = _odd_folder(tmp_path / "odd", [(15, 15)] * 6)
+    assert main(["fit", "--data", str(images), "--out", str(tmp_path / "m"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "--image-size 16" in err and "smaller num_levels" not in err
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_image_size_resizes_a_folder_of_odd_and_mixed_sizes(tmp_path, capsys):
+    images = _odd_folder(tmp_path / "mixed", [(15, 15), (17, 13)] * 3)
+    out = tmp_path / "m"
+    argv = ["fit", "--data", str(images), "--out", str(out), "--image-size", "16"]
+    assert main([*argv, "--steps", "2", *TINY]) == 0
+    model = flowaug.load(out)
+    assert list(model.event_shape) == [1, 16, 16] and model.class_names == ["cats", "dogs"]
+    argv = ["fit", "--data", str(images), "--out", str(tmp_path / "n"), "--image-size", "7"]
+    assert main(argv) == 1
+    assert "--image-size must be an even number" in capsys.readouterr().err
+
+
+def test_image_size_resizes_tensors_on_their_levels():
+    from flowaug.data import load_sklearn
+    from flowaug.resize import resize_images
+
+    digits = load_sklearn("digits").subset(range(10))
+    big = resize_images(digits, 16)
+    assert big.x.shape == (10, 1, 16, 16) and big.x.dtype == digits.x.dtype
+    assert int(big.x.max()) <= 16 and big.levels == 17
+    assert resize_images(digits, 8) is digits
