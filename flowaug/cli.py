@@ -274,6 +274,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     )
     history = FlowTrainer(model, config).fit(train, val)
     model.save_pretrained(out, class_names=data.class_names)
+    from flowaug.evaluate import write_split
+
+    write_split(out, "sklearn:digits", data.y, np.sort(test_idx), "quickstart test split")
     test_bpd = _mean_bpd(model, test.x, test.y, seed=args.seed)
     grid = _save_samples(model, out / "samples.png", 10, args.temperature, args.seed)
     curve = save_training_curve(history, out / "training_curve.png", title="quickstart: digits")
@@ -472,6 +475,12 @@ def _fit(args: argparse.Namespace) -> int:
     if accuracy is not None:
         print(f"the flow's own classifier: validation accuracy {accuracy:.3f}")
     model.save_pretrained(out, class_names=data.class_names)
+    if val is not None and data.y is not None:
+        from flowaug.evaluate import write_split
+        from flowaug.training import split_index
+
+        held = split_index(data, args.val_fraction, args.seed)[1]
+        write_split(out, args.data, data.y, held, f"fit --val-fraction {args.val_fraction}")
     save_training_curve(history, out / "training_curve.png")
     if len(model.event_shape) == 3:
         grid = _save_samples(model, out / "samples.png", 8, 0.7, args.seed)
@@ -1001,6 +1010,19 @@ def _predict(model: Any, x: Any, batch_size: int) -> Any:
     return torch.cat(preds)
 
 
+class _Progress:
+    """Numbered progress lines on stderr, with the seconds since the start."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.count, self.started = enabled, 0, time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        self.count += 1
+        if self.enabled:
+            seconds = time.perf_counter() - self.started
+            print(f"[{self.count}/4 {seconds:4.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="folder written by `flowaug fit`")
     p.add_argument(
@@ -1025,6 +1047,7 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per pass")
     _add_column_arguments(p)
     p.add_argument("--json", metavar="PATH", help="also write the report to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress lines")
 
 
 @command(
@@ -1037,14 +1060,29 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "Bayes classifier (argmax of p(x | c), uniform prior), and, for --n-per-class synthetic "
         "samples per class, the memorization check (distance of each sample to its closest "
         "data row, against the data's own nearest-neighbour distances: share of near-copies), "
-        "the flow's agreement with the intended labels and fidelity (k-NN precision / recall, "
-        "MMD). Distances are measured on image values in [0, 1] (model space for tables)."
+        "fidelity (k-NN precision / recall, MMD), and whether the samples help: a logistic "
+        "regression trained on real rows, on synthetic rows only (classification accuracy "
+        "score) and on real + synthetic rows, each scored on held-out real rows, with a one-line "
+        "verdict. On the data the model was fitted on, the rows the fit held out (MODEL/"
+        "split.json) are the test rows; on other data a warning says the rows may have been "
+        "trained on. Distances are measured on image values in [0, 1] (model space for tables)."
     ),
 )
 def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from flowaug.evaluate import (
+        PRECISION_MEANS,
+        RECALL_MEANS,
+        SPLIT_FILE,
+        classifier_checks,
+        held_out_rows,
+    )
     from flowaug.io import atomic_write_bytes, load
     from flowaug.metrics import fidelity_report, label_agreement, memorization_report
     from flowaug.sampling import image_to_model, model_to_image, sample_per_class
+    from flowaug.training import split_index
 
     if args.n_per_class < 1:
         raise ValueError(f"--n-per-class must be >= 1, got {args.n_per_class}.")
@@ -1055,16 +1093,37 @@ def _evaluate(args: argparse.Namespace) -> int:
     data, skipped = _evaluation_data(args, model)
     raw, x_model, values01, requantized_from = _model_views(model, data)
     discrete = not raw.is_floating_point()
-    bpd = _bits_per_dim(model, raw, data.y, args.seed, args.batch_size)
-    pred = _predict(model, x_model, args.batch_size)
-    hits = pred == data.y
+    held = held_out_rows(args.model, data.y.numpy())
+    if held is not None:
+        test_idx = torch.as_tensor(held)
+        train_idx = torch.as_tensor(np.setdiff1d(np.arange(len(data)), held))
+        scope = f"the {len(held)} rows the fit held out (MODEL/{SPLIT_FILE})"
+    else:
+        print(
+            f"flowaug evaluate: WARNING: {args.model} holds no record that the rows of "
+            f"--data {args.data!r} were held out from its training: if the model trained on "
+            "them, bits/dim and accuracies below are optimistic. Evaluate on the data the fit "
+            "was given (its held-out rows are then used) or on rows it never saw.",
+            file=sys.stderr,
+        )
+        train_np, test_np = split_index(data, 0.5, args.seed)
+        train_idx, test_idx = torch.as_tensor(train_np), torch.as_tensor(test_np)
+        scope = f"all {len(data)} rows"
+    test_y = data.y[test_idx] if held is not None else data.y
+    progress = _Progress(not args.no_progress)
+    progress(f"bits/dim and the flow's classifier on {scope}")
+    rows_for = (lambda t: t[test_idx]) if held is not None else (lambda t: t)
+    bpd = _bits_per_dim(model, rows_for(raw), test_y, args.seed, args.batch_size)
+    pred = _predict(model, rows_for(x_model), args.batch_size)
+    hits = pred == test_y
     names = _class_names(model)
     per_class = {
-        names[c]: float(hits[data.y == c].double().mean())
+        names[c]: float(hits[test_y == c].double().mean())
         for c in range(model.num_classes)
-        if bool((data.y == c).any())
+        if bool((test_y == c).any())
     }
 
+    progress(f"{model.num_classes} x {args.n_per_class} synthetic samples")
     x_syn, y_syn = sample_per_class(
         model, args.n_per_class, args.temperature, args.seed, args.batch_size
     )
@@ -1074,8 +1133,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         syn01 = syn_model = x_syn
     agreement = label_agreement(model, syn_model, y_syn, args.batch_size)
+    progress("memorization and fidelity")
     memorization = memorization_report(syn01, values01, seed=args.seed)
     fidelity = fidelity_report(values01, syn01) if len(syn01) >= 2 and len(values01) >= 2 else None
+    progress("a classifier on real, synthetic and real + synthetic rows, scored on held-out rows")
+    checks = classifier_checks(
+        values01[train_idx], data.y[train_idx], values01[test_idx], data.y[test_idx],
+        syn01, y_syn, seed=args.seed,
+    )
 
     report: dict[str, Any] = {
         "model": str(args.model),
@@ -1098,15 +1163,29 @@ def _evaluate(args: argparse.Namespace) -> int:
         },
         "memorization": memorization,
         "fidelity": fidelity,
+        "evaluated_on": "held-out rows" if held is not None else "all rows (no held-out record)",
+        "n_evaluated_rows": len(test_y),
+        "classifier_checks": checks,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
     kind = f"discrete, {model.levels} levels" if discrete else "continuous"
     rows = [
         (f"bits/dim ({kind})", f"{bpd:.4f}"),
-        ("classifier accuracy (Bayes rule)", f"{report['classifier_accuracy']:.4f}"),
+        ("the flow's own classifier (Bayes rule)", f"{report['classifier_accuracy']:.4f}"),
         ("synthetic samples", f"{model.num_classes} x {args.n_per_class}, T={args.temperature}"),
-        ("label agreement of the samples", f"{agreement:.4f}"),
+        (
+            f"classifier on real rows ({checks['n_real_train']})",
+            f"{checks['real_accuracy']:.4f}",
+        ),
+        (
+            "  on synthetic rows only (CAS)",
+            f"{checks['synthetic_only_accuracy']:.4f}",
+        ),
+        (
+            "  on real + synthetic rows",
+            f"{checks['real_plus_synthetic_accuracy']:.4f}",
+        ),
         (
             f"near-copies (DCR < {memorization['threshold']:g} x median NN)",
             f"{100 * memorization['share_near_copies']:.1f}%",
@@ -1131,9 +1210,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         source = "float" if requantized_from == 0 else f"{requantized_from}-level"
         note = f"; {source} images requantized to {model.levels} levels"
     print(f"{args.data}: {len(data)} rows, {model.num_classes} classes{extra}{note}")
+    print(f"scored on {scope}; classifiers: logistic regression, tested on "
+          f"{checks['n_test']} held-out real rows")
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
+    if fidelity is not None:
+        print(f"  {PRECISION_MEANS}.\n  {RECALL_MEANS}.")
+    print(checks["verdict"])
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

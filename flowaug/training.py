@@ -1145,6 +1145,12 @@ def default_config(num_train: int, seed: int = 0, **overrides: Any) -> TrainConf
 
 def train_val_split(data: FlowData, fraction: float, seed: int = 0) -> tuple[FlowData, FlowData]:
     """Hold out ``fraction`` of ``data``, stratified by class when every class allows it."""
+    train_idx, val_idx = split_index(data, fraction, seed)
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def split_index(data: FlowData, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted row indices ``(train, held out)`` of :func:`train_val_split`."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(data))
@@ -1157,7 +1163,7 @@ def train_val_split(data: FlowData, fraction: float, seed: int = 0) -> tuple[Flo
     train_idx, val_idx = train_test_split(
         index, test_size=fraction, random_state=seed, stratify=stratify
     )
-    return data.subset(np.sort(train_idx)), data.subset(np.sort(val_idx))
+    return np.sort(train_idx), np.sort(val_idx)
 
 
 def fit(
