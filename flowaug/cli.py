@@ -16,6 +16,7 @@ and :func:`main` builds one ``argparse`` sub-parser (with ``--help``) per regist
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -25,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from flowaug.cli_fit import CHECKPOINT_AFTER_SECONDS
 
 __all__ = ["Command", "COMMANDS", "command", "build_parser", "main", "QUICKSTART_MODEL"]
 
@@ -61,6 +64,16 @@ def command(
     return register
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` where an option has a fixed default; options whose default
+    depends on the data say so in their help instead of showing ``None``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``flowaug`` parser with one sub-parser per registered command."""
     from flowaug import __version__
@@ -76,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.name,
             help=cmd.help,
             description=cmd.description or cmd.help,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_DefaultsHelpFormatter,
         )
         cmd.arguments(p)
         p.set_defaults(_run=cmd.run)
@@ -91,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TypeError, ImportError) as err:  # OSError: file system
         print(f"flowaug {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop: nothing half-written to keep
+        print(f"flowaug {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 # --- shared pieces ---------------------------------------------------------------------------
@@ -102,7 +118,13 @@ _DATA_HELP = (
 
 
 def _add_training_arguments(p: argparse.ArgumentParser, steps: int | None) -> None:
-    p.add_argument("--steps", type=int, default=steps, help="maximum optimizer steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=steps,
+        help="maximum optimizer steps"
+        + (" (default: 40 epochs, at least 500, at most 20000)" if steps is None else ""),
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of splits, init and training")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
@@ -249,6 +271,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     )
     history = FlowTrainer(model, config).fit(train, val)
     model.save_pretrained(out, class_names=data.class_names)
+    from flowaug.evaluate import write_split
+
+    write_split(out, "sklearn:digits", data.y, np.sort(test_idx), "quickstart test split")
     test_bpd = _mean_bpd(model, test.x, test.y, seed=args.seed)
     grid = _save_samples(model, out / "samples.png", 10, args.temperature, args.seed)
     curve = save_training_curve(history, out / "training_curve.png", title="quickstart: digits")
@@ -275,19 +300,47 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help=_DATA_HELP)
     p.add_argument("--out", required=True, help="output folder for the model and history")
     _add_training_arguments(p, None)
-    p.add_argument("--batch-size", type=int, help="global batch size")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--eval-every", type=int, help="steps between validations")
-    p.add_argument("--patience", type=int, help="validations without improvement before stopping")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch size (default: N/8 clipped to [8, 64], N the training samples)",
+    )
+    p.add_argument(
+        "--lr", type=float, help="peak learning rate (default: 2e-3 below 5000 samples, else 1e-3)"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        help="steps between validations (default: one epoch, at least 25 steps)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="validations without improvement before early stopping (default: 5)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=float,
+        metavar="SECONDS",
+        help="time budget: stop at the first step past it, keeping the best weights so far",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share")
     p.add_argument("--levels", type=int, help="intensity levels of integer images")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="resize every image to N x N first (N even; a multiple of 8 gives Glow 3 scales): "
+        "for folders of odd or mixed sizes",
+    )
     p.add_argument("--depth", type=int, help="flow steps per scale")
     p.add_argument("--hidden", type=int, help="width of the coupling networks")
     p.add_argument("--dropout", type=float, help="dropout in the coupling networks")
     p.add_argument(
         "--checkpoint-every",
         type=int,
-        help="steps between checkpoints (none without it, so nothing for --resume)",
+        help="steps between checkpoints, for --resume (default: about 10 per fit when it is "
+        f"estimated to take over {CHECKPOINT_AFTER_SECONDS:.0f} s, else none; 0: none)",
     )
     p.add_argument(
         "--resume",
@@ -320,7 +373,14 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
 def _fit(args: argparse.Namespace) -> int:
     import torch
 
+    from flowaug.cli_fit import (
+        default_checkpoint_every,
+        describe_plan,
+        interrupted_line,
+        seconds_per_step,
+    )
     from flowaug.data import load_data
+    from flowaug.interrupts import TrainingInterrupted
     from flowaug.plots import save_training_curve
     from flowaug.training import FlowTrainer, build_model, default_config, train_val_split
 
@@ -331,10 +391,13 @@ def _fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
     if args.resume == "latest" and not (out / "checkpoints").is_dir():
         raise ValueError(
-            f"--resume: {out / 'checkpoints'} does not exist; checkpoints are written only "
-            "with --checkpoint-every N. Drop --resume to start afresh."
+            f"--resume: {out / 'checkpoints'} does not exist; checkpoints are written with "
+            "--checkpoint-every N (and by default for fits estimated to take over "
+            f"{CHECKPOINT_AFTER_SECONDS:.0f} s). Drop --resume to start afresh."
         )
-    data = load_data(args.data, levels=args.levels, allow_unlabelled=True)
+    data = load_data(
+        args.data, levels=args.levels, allow_unlabelled=True, image_size=args.image_size
+    )
     pool = _unlabelled_pool(args, data)
     data = data if data.y is None else data.labelled()
     if args.overwrite and args.resume is None and (out / "checkpoints").is_dir():
@@ -366,7 +429,7 @@ def _fit(args: argparse.Namespace) -> int:
         output_dir=str(out),
         progress=not args.no_progress,
         mixed_precision=args.mixed_precision,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every or None,
     )
     named = dict(
         max_steps=args.steps,
@@ -374,10 +437,17 @@ def _fit(args: argparse.Namespace) -> int:
         lr=args.lr,
         eval_every=args.eval_every,
         patience=args.patience,
+        max_time=args.max_time,
     )
     overrides.update({k: v for k, v in named.items() if v is not None})
     num_pool = 0 if pool is None else len(pool)
     config = default_config(len(train) + num_pool, seed=args.seed, **overrides)
+    step_seconds = seconds_per_step(model, train.x, train.y, config)
+    if args.checkpoint_every is None:
+        every = default_checkpoint_every(
+            config.max_steps, config.eval_every, step_seconds * config.max_steps
+        )
+        config = dataclasses.replace(config, checkpoint_every=every)
     print(
         f"{args.data}: {len(train)} train / {0 if val is None else len(val)} validation "
         f"samples of shape {list(data.event_shape)}, {data.num_classes} classes"
@@ -389,14 +459,37 @@ def _fit(args: argparse.Namespace) -> int:
             f"note: {args.data} has no labels, so this model is unconditional; class-conditional "
             "sampling and `flowaug augment` need labelled data."
         )
-    # the trainer writes the model once, complete: with its class names (a kill after its save
-    # can no longer leave a model without them)
+    for line in describe_plan(model, config, step_seconds, has_val=val is not None):
+        print(line)
+    # the trainer writes the model once, complete: with its class names (a kill after its save,
+    # or an interrupted fit, can no longer leave a model without them)
     model.class_names = data.class_names
-    history = FlowTrainer(model, config).fit(train, val, unlabelled=pool, resume_from=args.resume)
+    try:
+        history = FlowTrainer(model, config).fit(
+            train, val, unlabelled=pool, resume_from=args.resume
+        )
+    except TrainingInterrupted as err:
+        print(interrupted_line(err, out, resumable=config.checkpoint_every is not None))
+        return err.exit_code
+    if config.max_time is not None and history.steps < config.max_steps:
+        if not history.stopped_early:
+            print(
+                f"time budget of {config.max_time:g} s reached at step {history.steps}: "
+                "training stopped, keeping the best weights so far"
+            )
     accuracy = history.records[-1].get("val_accuracy") if history.records else None
     if accuracy is not None:
         print(f"the flow's own classifier: validation accuracy {accuracy:.3f}")
+    if val is not None and data.y is not None:
+        from flowaug.evaluate import write_split
+        from flowaug.training import split_index
+
+        held = split_index(data, args.val_fraction, args.seed)[1]
+        write_split(out, args.data, data.y, held, f"fit --val-fraction {args.val_fraction}")
     save_training_curve(history, out / "training_curve.png")
+    if len(model.event_shape) == 3:
+        grid = _save_samples(model, out / "samples.png", 8, 0.7, args.seed)
+        print(f"samples (one row per class, temperature 0.7): {grid}")
     if history.best_val_bpd is not None:
         print(f"best validation bits/dim {history.best_val_bpd:.4f} at step {history.best_step}")
     print(f"model written to {out}")
@@ -412,7 +505,7 @@ def _unlabelled_pool(args: argparse.Namespace, data: Any) -> Any:
     parts = [] if data.y is None else [data.unlabelled().x]
     if args.unlabelled is not None:
         extra = load_data(args.unlabelled, levels=data.levels, option="--unlabelled",
-                          allow_unlabelled=True)
+                          allow_unlabelled=True, image_size=args.image_size)
         if extra.event_shape != data.event_shape or extra.levels != data.levels:
             raise ValueError(
                 f"--unlabelled holds samples of shape {list(extra.event_shape)} with levels "
@@ -918,6 +1011,19 @@ def _predict(model: Any, x: Any, batch_size: int) -> Any:
     return torch.cat(preds)
 
 
+class _Progress:
+    """Numbered progress lines on stderr, with the seconds since the start."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.count, self.started = enabled, 0, time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        self.count += 1
+        if self.enabled:
+            seconds = time.perf_counter() - self.started
+            print(f"[{self.count}/4 {seconds:4.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="folder written by `flowaug fit`")
     p.add_argument(
@@ -942,6 +1048,7 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per pass")
     _add_column_arguments(p)
     p.add_argument("--json", metavar="PATH", help="also write the report to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress lines")
 
 
 @command(
@@ -954,14 +1061,29 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "Bayes classifier (argmax of p(x | c), uniform prior), and, for --n-per-class synthetic "
         "samples per class, the memorization check (distance of each sample to its closest "
         "data row, against the data's own nearest-neighbour distances: share of near-copies), "
-        "the flow's agreement with the intended labels and fidelity (k-NN precision / recall, "
-        "MMD). Distances are measured on image values in [0, 1] (model space for tables)."
+        "fidelity (k-NN precision / recall, MMD), and whether the samples help: a logistic "
+        "regression trained on real rows, on synthetic rows only (classification accuracy "
+        "score) and on real + synthetic rows, each scored on held-out real rows, with a one-line "
+        "verdict. On the data the model was fitted on, the rows the fit held out (MODEL/"
+        "split.json) are the test rows; on other data a warning says the rows may have been "
+        "trained on. Distances are measured on image values in [0, 1] (model space for tables)."
     ),
 )
 def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from flowaug.evaluate import (
+        PRECISION_MEANS,
+        RECALL_MEANS,
+        SPLIT_FILE,
+        classifier_checks,
+        held_out_rows,
+    )
     from flowaug.io import atomic_write_bytes, load
     from flowaug.metrics import fidelity_report, label_agreement, memorization_report
     from flowaug.sampling import image_to_model, model_to_image, sample_per_class
+    from flowaug.training import split_index
 
     if args.n_per_class < 1:
         raise ValueError(f"--n-per-class must be >= 1, got {args.n_per_class}.")
@@ -972,16 +1094,37 @@ def _evaluate(args: argparse.Namespace) -> int:
     data, skipped = _evaluation_data(args, model)
     raw, x_model, values01, requantized_from = _model_views(model, data)
     discrete = not raw.is_floating_point()
-    bpd = _bits_per_dim(model, raw, data.y, args.seed, args.batch_size)
-    pred = _predict(model, x_model, args.batch_size)
-    hits = pred == data.y
+    held = held_out_rows(args.model, data.y.numpy())
+    if held is not None:
+        test_idx = torch.as_tensor(held)
+        train_idx = torch.as_tensor(np.setdiff1d(np.arange(len(data)), held))
+        scope = f"the {len(held)} rows the fit held out (MODEL/{SPLIT_FILE})"
+    else:
+        print(
+            f"flowaug evaluate: WARNING: {args.model} holds no record that the rows of "
+            f"--data {args.data!r} were held out from its training: if the model trained on "
+            "them, bits/dim and accuracies below are optimistic. Evaluate on the data the fit "
+            "was given (its held-out rows are then used) or on rows it never saw.",
+            file=sys.stderr,
+        )
+        train_np, test_np = split_index(data, 0.5, args.seed)
+        train_idx, test_idx = torch.as_tensor(train_np), torch.as_tensor(test_np)
+        scope = f"all {len(data)} rows"
+    test_y = data.y[test_idx] if held is not None else data.y
+    progress = _Progress(not args.no_progress)
+    progress(f"bits/dim and the flow's classifier on {scope}")
+    rows_for = (lambda t: t[test_idx]) if held is not None else (lambda t: t)
+    bpd = _bits_per_dim(model, rows_for(raw), test_y, args.seed, args.batch_size)
+    pred = _predict(model, rows_for(x_model), args.batch_size)
+    hits = pred == test_y
     names = _class_names(model)
     per_class = {
-        names[c]: float(hits[data.y == c].double().mean())
+        names[c]: float(hits[test_y == c].double().mean())
         for c in range(model.num_classes)
-        if bool((data.y == c).any())
+        if bool((test_y == c).any())
     }
 
+    progress(f"{model.num_classes} x {args.n_per_class} synthetic samples")
     x_syn, y_syn = sample_per_class(
         model, args.n_per_class, args.temperature, args.seed, args.batch_size
     )
@@ -991,8 +1134,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         syn01 = syn_model = x_syn
     agreement = label_agreement(model, syn_model, y_syn, args.batch_size)
+    progress("memorization and fidelity")
     memorization = memorization_report(syn01, values01, seed=args.seed)
     fidelity = fidelity_report(values01, syn01) if len(syn01) >= 2 and len(values01) >= 2 else None
+    progress("a classifier on real, synthetic and real + synthetic rows, scored on held-out rows")
+    checks = classifier_checks(
+        values01[train_idx], data.y[train_idx], values01[test_idx], data.y[test_idx],
+        syn01, y_syn, seed=args.seed,
+    )
 
     report: dict[str, Any] = {
         "model": str(args.model),
@@ -1015,15 +1164,29 @@ def _evaluate(args: argparse.Namespace) -> int:
         },
         "memorization": memorization,
         "fidelity": fidelity,
+        "evaluated_on": "held-out rows" if held is not None else "all rows (no held-out record)",
+        "n_evaluated_rows": len(test_y),
+        "classifier_checks": checks,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
     kind = f"discrete, {model.levels} levels" if discrete else "continuous"
     rows = [
         (f"bits/dim ({kind})", f"{bpd:.4f}"),
-        ("classifier accuracy (Bayes rule)", f"{report['classifier_accuracy']:.4f}"),
+        ("the flow's own classifier (Bayes rule)", f"{report['classifier_accuracy']:.4f}"),
         ("synthetic samples", f"{model.num_classes} x {args.n_per_class}, T={args.temperature}"),
-        ("label agreement of the samples", f"{agreement:.4f}"),
+        (
+            f"classifier on real rows ({checks['n_real_train']})",
+            f"{checks['real_accuracy']:.4f}",
+        ),
+        (
+            "  on synthetic rows only (CAS)",
+            f"{checks['synthetic_only_accuracy']:.4f}",
+        ),
+        (
+            "  on real + synthetic rows",
+            f"{checks['real_plus_synthetic_accuracy']:.4f}",
+        ),
         (
             f"near-copies (DCR < {memorization['threshold']:g} x median NN)",
             f"{100 * memorization['share_near_copies']:.1f}%",
@@ -1048,9 +1211,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         source = "float" if requantized_from == 0 else f"{requantized_from}-level"
         note = f"; {source} images requantized to {model.levels} levels"
     print(f"{args.data}: {len(data)} rows, {model.num_classes} classes{extra}{note}")
+    print(f"scored on {scope}; classifiers: logistic regression, tested on "
+          f"{checks['n_test']} held-out real rows")
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
+    if fidelity is not None:
+        print(f"  {PRECISION_MEANS}.\n  {RECALL_MEANS}.")
+    print(checks["verdict"])
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,8 @@ def _stack_images(
         if t.shape != shape:
             raise ValueError(
                 f"{name} has shape {list(t.shape)} but {names[0]} has {list(shape)}; flows "
-                "need one image size: resize the images first (e.g. torchvision v2.Resize)."
+                "need one image size: resize the images first (`flowaug fit --image-size N`, "
+                "or torchvision v2.Resize)."
             )
     return torch.stack(tensors)
 
@@ -478,13 +479,16 @@ def load_sklearn(name: str) -> FlowData:
     return replace(data, feature_names=[str(f) for f in bunch.feature_names])
 
 
-def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> FlowData:
+def load_image_folder(
+    root: str | os.PathLike, levels: int | None = None, size: int | None = None
+) -> FlowData:
     """Images in ``root/<class name>/<file>`` (torchvision ``ImageFolder`` layout), read locally.
 
     Classes are the sub-folder names in sorted order; a folder whose images sit directly in
     ``root`` (no class sub-folders) is unlabelled (``y=None``), e.g. for
     ``fit(unlabelled=...)``. Grayscale folders give 1 channel, anything
-    else 3 (RGB); all images must have one size.
+    else 3 (RGB); all images must have one size, unless ``size`` is given: then every image is
+    resized to ``size x size`` (bilinear) as it is read.
     """
     from PIL import Image
 
@@ -519,7 +523,10 @@ def load_image_folder(root: str | os.PathLike, levels: int | None = None) -> Flo
             )
         opened.append(img)
     mode = "L" if all(img.mode in ("L", "1") for img in opened) else "RGB"
-    x = _stack_images([img.convert(mode) for img in opened], str(root), [str(f) for f in files])
+    converted = [img.convert(mode) for img in opened]
+    if size is not None:
+        converted = [img.resize((size, size), Image.Resampling.BILINEAR) for img in converted]
+    x = _stack_images(converted, str(root), [str(f) for f in files])
     return _finish(x, labels, levels, classes or None, str(root))
 
 
@@ -546,11 +553,15 @@ def _load_hf_directory(path: Path, levels: int | None, allow_unlabelled: bool) -
     return as_flow_data(_load_hf_split(path), levels=levels, allow_unlabelled=allow_unlabelled)
 
 
+_HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
 def load_data(
     spec: str | os.PathLike,
     levels: int | None = None,
     option: str = "--data",
     allow_unlabelled: bool = False,
+    image_size: int | None = None,
 ) -> FlowData:
     """Load the data a CLI ``--data`` argument names.
 
@@ -562,7 +573,16 @@ def load_data(
         option: the command-line option that named ``spec``, for error messages.
         allow_unlabelled: keep label ``-1`` rows of a saved dataset as unlabelled (see
             :func:`as_flow_data`); an image folder without class sub-folders is unlabelled.
+        image_size: resize images to ``image_size x image_size`` (``--image-size``).
     """
+    if image_size is not None:
+        from flowaug.resize import check_image_size, resize_images
+
+        check_image_size(image_size)
+        path = Path(str(spec))
+        if path.is_dir() and not any((path / m).is_file() for m in _HF_MARKERS):
+            return load_image_folder(path, levels, size=image_size)
+        return resize_images(load_data(spec, levels, option, allow_unlabelled), image_size)
     text = str(spec)
     if text.startswith("sklearn:"):
         data = load_sklearn(text.split(":", 1)[1])
@@ -580,8 +600,7 @@ def load_data(
         )
     if not path.is_dir():
         raise ValueError(f"{option} {text!r} must be a directory (saved dataset or image folder).")
-    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
-    if any((path / m).is_file() for m in markers):
+    if any((path / m).is_file() for m in _HF_MARKERS):
         return _load_hf_directory(path, levels, allow_unlabelled)
     return load_image_folder(path, levels)
 

@@ -73,7 +73,7 @@ def save_sample_grid(
             ax = axes[r][c]
             img = arr[r, c]
             if img.shape[0] == 1:
-                ax.imshow(img[0], cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+                ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             else:
                 ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
             ax.set_xticks([])

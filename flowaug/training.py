@@ -54,6 +54,7 @@ from flowaug.checkpoints import (
     unflatten_optimizer_state,
 )
 from flowaug.data import FlowData, as_flow_data
+from flowaug.interrupts import TrainingInterrupted, raise_on_sigterm, signum_of
 from flowaug.io import atomic_write_bytes, clear_stale_temporaries, load_tensors, save_tensors
 from flowaug.seeding import derive_seed as _derive_seed
 from flowaug.seeding import generator as _generator
@@ -303,6 +304,7 @@ class History:
         best_step: step of the best validation bits/dim (whose weights the model ends with).
         best_val_bpd: that validation bits/dim.
         stopped_early: whether early stopping ended the run.
+        interrupted: the signal number that ended the run (SIGINT 2, SIGTERM 15), or None.
         bad_steps: steps skipped for a non-finite loss or gradient.
         steps: optimizer steps run.
     """
@@ -313,6 +315,7 @@ class History:
     stopped_early: bool = False
     bad_steps: int = 0
     steps: int = 0
+    interrupted: int | None = None
 
     def column(self, key: str) -> list[Any]:
         """One field of every record, e.g. ``history.column("val_bpd")``."""
@@ -647,6 +650,8 @@ class FlowTrainer:
         x_all, y_all = train_data.x, train_data.y
         perm, perm_epoch = None, -1
         objective.train()
+        interrupted: KeyboardInterrupt | None = None
+        restore_sigterm = raise_on_sigterm()
         try:
             while state.step < cfg.max_steps and not state.stopped_early:
                 step = state.step
@@ -720,8 +725,11 @@ class FlowTrainer:
                     if not (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
                         self._evaluate(state, val_loader, val_levels, start, epoch)
                     break
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: keep what was learned so far
+            interrupted = err
         finally:
             bar.close()
+            restore_sigterm()
 
         if state.best is not None:
             model.load_state_dict(state.best)
@@ -729,6 +737,8 @@ class FlowTrainer:
             model.load_state_dict(state.ema)
         model.eval()
         self.history = self._history(state)
+        if interrupted is not None:
+            self.history.interrupted = signum_of(interrupted)
         if cfg.output_dir is not None and acc.is_main_process:
             from flowaug.io import save_model
 
@@ -738,6 +748,10 @@ class FlowTrainer:
             # what writes killed in an earlier run of this output_dir left behind
             clear_stale_temporaries(cfg.output_dir, ["history.json"])
             clear_stale_checkpoints(self._checkpoint_root())
+        if interrupted is not None:  # no wait_for_everyone: the other ranks may be gone
+            raise TrainingInterrupted(
+                self.history.interrupted, self.history, cfg.output_dir
+            ) from interrupted
         acc.wait_for_everyone()
         return self.history
 
@@ -1083,7 +1097,8 @@ def default_config(num_train: int, seed: int = 0, **overrides: Any) -> TrainConf
     """Training defaults for ``num_train`` samples.
 
     Small data sets overfit within a few epochs, so evaluation is frequent (about once per
-    epoch), early stopping patient enough to ride out noise, and the run short.
+    epoch), early stopping patient enough to ride out noise (5 validations) yet able to end
+    a run that overfits well before ``max_steps``, and the run short.
     """
     if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 1:
         raise ValueError(f"num_train must be an int >= 1 (training samples), got {num_train!r}.")
@@ -1097,7 +1112,9 @@ def default_config(num_train: int, seed: int = 0, **overrides: Any) -> TrainConf
         max_steps=int(min(20_000, max(500, 40 * per_epoch))),
         warmup_steps=min(200, 3 * per_epoch),
         eval_every=max(25, per_epoch),
-        patience=10,
+        # 5 validations (>= 125 steps): the EMA-smoothed curve of a small set rises steadily
+        # once it overfits; 10 could not stop a 500-step run whose best was past step 250
+        patience=5,
         ema_decay=0.99 if small else 0.999,
         seed=seed,
     )
@@ -1107,6 +1124,12 @@ def default_config(num_train: int, seed: int = 0, **overrides: Any) -> TrainConf
 
 def train_val_split(data: FlowData, fraction: float, seed: int = 0) -> tuple[FlowData, FlowData]:
     """Hold out ``fraction`` of ``data``, stratified by class when every class allows it."""
+    train_idx, val_idx = split_index(data, fraction, seed)
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def split_index(data: FlowData, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted row indices ``(train, held out)`` of :func:`train_val_split`."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(data))
@@ -1119,7 +1142,7 @@ def train_val_split(data: FlowData, fraction: float, seed: int = 0) -> tuple[Flo
     train_idx, val_idx = train_test_split(
         index, test_size=fraction, random_state=seed, stratify=stratify
     )
-    return data.subset(np.sort(train_idx)), data.subset(np.sort(val_idx))
+    return np.sort(train_idx), np.sort(val_idx)
 
 
 def fit(

@@ -32,3 +32,10 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     assert namespace["synthetic"].num_rows == 300
     assert namespace["samples"].shape == (4, 1, 8, 8)
     assert (tmp_path / "digits-flow" / "model.safetensors").exists()
+
+
+def test_readme_says_its_blocks_share_one_interpreter_and_generates_small_sets():
+    text = README.read_text()
+    assert "run in one interpreter, one after another" in text
+    counts = [int(n) for n in re.findall(r"generate .*?--n-per-class (\d+)", text, flags=re.S)]
+    assert counts and max(counts) <= 1000  # a set made in seconds, not a million rows

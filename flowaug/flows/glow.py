@@ -85,11 +85,23 @@ class Glow(ConditionalFlow):
                 f"image_shape must be (C, H, W) with positive sizes, got {image_shape}."
             )
         c, h, w = (int(s) for s in image_shape)
+        chosen = num_levels is not None
         num_levels = _default_levels(h, w) if num_levels is None else int(num_levels)
         if num_levels < 1 or h % (2**num_levels) or w % (2**num_levels):
+            fits = 0
+            while fits < 3 and h % (2 ** (fits + 1)) == 0 and w % (2 ** (fits + 1)) == 0:
+                fits += 1
+            smaller = (
+                f", or pass Glow(num_levels={fits}) (the most scales {h}x{w} takes)"
+                if chosen and fits >= 1
+                else ""
+            )
+            size = max(8, 8 * round(max(h, w) / 8))
             raise ValueError(
-                f"num_levels={num_levels} needs height and width divisible by {2**num_levels}, "
-                f"got {h}x{w}; pad or resize the images, or pass a smaller num_levels."
+                f"Glow with num_levels={num_levels} scales needs height and width divisible by "
+                f"{2**num_levels}, got {h}x{w}; resize or pad the images to e.g. {size}x{size} "
+                f"(`flowaug fit --image-size {size}`, or torchvision v2.Resize / v2.Pad before "
+                f"fitting){smaller}."
             )
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}.")
