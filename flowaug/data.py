@@ -37,6 +37,7 @@ __all__ = [
     "load_image_folder",
     "load_hf_dataset",
     "to_hf_dataset",
+    "to_8bit",
     "find_columns",
     "SKLEARN_DATASETS",
     "IMAGE_EXTENSIONS",
@@ -632,6 +633,22 @@ def find_columns(
     return image_column, label_column
 
 
+def to_8bit(x: Tensor, levels: int | None) -> np.ndarray:
+    """Images ``[N, C, H, W]`` as 8-bit pixels (``uint8``, same shape).
+
+    Integer images on ``levels`` intensities map level ``k`` to ``round(k * 255 / (levels -
+    1))`` (scikit-learn's 17-level digits become 0, 16, 32, ..., 255); float images in
+    ``[0, 1]`` (``levels=None``) to ``round(x * 255)``.
+    """
+    if x.is_floating_point():
+        scaled = x.double().numpy() * 255.0
+    else:
+        if levels is None:
+            raise ValueError("integer images need their levels to be turned into 8-bit pixels.")
+        scaled = x.double().numpy() * (255.0 / (check_levels(levels) - 1))
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
 def to_hf_dataset(data: FlowData, image_column: str = "image", label_column: str = "label"):
     """A :class:`FlowData` as an in-memory ``datasets.Dataset`` with a ``ClassLabel`` column.
 
@@ -652,8 +669,7 @@ def to_hf_dataset(data: FlowData, image_column: str = "image", label_column: str
     if data.is_image:
         c = data.x.shape[1]
         if data.is_discrete and data.levels is not None and data.levels <= 256 and c in (1, 3):
-            scale = 255.0 / (data.levels - 1)
-            pixels = np.round(data.x.double().numpy() * scale).astype(np.uint8)
+            pixels = to_8bit(data.x, data.levels)
             mode = "L" if c == 1 else "RGB"
             columns[image_column] = [
                 PIL.Image.fromarray(p[0] if c == 1 else p.transpose(1, 2, 0), mode=mode)

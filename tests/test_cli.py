@@ -305,6 +305,81 @@ def test_augment_then_evaluate(tmp_path, capsys, digits_model, small_digits):
     assert second == report  # same seed, same report
 
 
+def test_augment_writes_an_image_folder_that_reads_back(
+    tmp_path, capsys, digits_model, small_digits
+):
+    import torch
+    from torchvision.datasets import ImageFolder
+
+    from flowaug.data import load_image_folder
+
+    real = datasets.load_from_disk(str(small_digits))
+    labels = np.asarray(real["label"])
+    out = tmp_path / "folder"
+    argv = ["augment", str(digits_model), "--data", str(small_digits), "--out", str(out),
+            "--format", "imagefolder", "--n-per-class", "3", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"{60 + 30} PNG files (60 real-*.png, 30 synthetic-*.png) in 10 class folders" in printed
+    names = [str(d) for d in range(10)]
+    assert sorted(p.name for p in out.iterdir()) == names
+    for c, name in enumerate(names):
+        files = sorted(p.name for p in (out / name).iterdir())
+        real_files = [f for f in files if f.startswith("real-")]
+        synthetic_files = [f for f in files if f.startswith("synthetic-")]
+        assert len(real_files) == int((labels == c).sum()) and len(synthetic_files) == 3
+        assert len(real_files) + len(synthetic_files) == len(files)
+        # real files are named by their row in --data
+        assert real_files == [f"real-{i:06d}.png" for i in np.flatnonzero(labels == c)]
+
+    back = load_image_folder(out)
+    assert back.class_names == names and back.levels == 256
+    assert list(back.x.shape) == [90, 1, 8, 8]
+    files = sorted(out.rglob("*.png"))
+    is_real = np.asarray([f.name.startswith("real-") for f in files])
+    assert is_real.sum() == 60
+    # real rows come back pixel for pixel; synthetic ones on the model's 17 levels, 8-bit
+    by_row = {int(f.stem.split("-")[1]): k for k, f in enumerate(files) if f.name.startswith("r")}
+    for i, image in enumerate(real["image"]):
+        assert np.array_equal(back.x[by_row[i], 0].numpy(), np.asarray(image)), i
+        assert int(back.y[by_row[i]]) == labels[i]
+    synthetic_pixels = back.x[torch.as_tensor(~is_real)].unique().tolist()
+    assert set(synthetic_pixels) <= {round(k * 255 / 16) for k in range(17)}
+    folder = ImageFolder(str(out))
+    assert folder.classes == names and len(folder) == 90
+    assert folder[0][0].size == (8, 8)
+
+    # an image folder output is kept unless --overwrite, then swapped as a whole
+    assert main(argv) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    argv[argv.index("3")] = "1"
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert len(list(out.rglob("synthetic-*.png"))) == 10 and len(list(out.rglob("*.png"))) == 70
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # no staging folders left
+
+
+def test_augment_refuses_an_image_folder_of_a_table(tmp_path, capsys):
+    model = tmp_path / "iris"
+    assert main(["fit", "--data", "sklearn:iris", "--out", str(model), *TINY_FIT, *TINY_MODEL]) == 0
+    capsys.readouterr()
+    out = tmp_path / "folder"
+    argv = ["augment", str(model), "--data", "sklearn:iris", "--out", str(out),
+            "--format", "imagefolder", "--no-progress"]
+    assert main(argv) == 1
+    _one_line_error(capsys, "augment", "--format imagefolder writes images")
+    assert not out.exists()
+
+
+def test_image_folder_class_names_must_be_folder_names():
+    from flowaug.imagefolder_export import class_folder_names
+
+    assert class_folder_names(["cat", "dog"]) == ["cat", "dog"]
+    for bad in (["a/b"], [".hidden"], [""], ["Cat", "cat"]):
+        with pytest.raises(ValueError, match="class name"):
+            class_folder_names(bad)
+
+
 def test_evaluate_a_tabular_model(tmp_path, capsys):
     out = tmp_path / "iris"
     assert main(["fit", "--data", "sklearn:iris", "--out", str(out), *TINY_FIT, *TINY_MODEL]) == 0
