@@ -1123,9 +1123,28 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, metavar="S", help="seed of the noise and of the samples"
     )
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per pass")
+    p.add_argument(
+        "--real-per-class",
+        type=int,
+        metavar="K",
+        help="train the helps/hurts check's classifier on K real rows per class only (what a "
+        "user with K labels per class has); default: every training row",
+    )
     _add_column_arguments(p)
     p.add_argument("--json", metavar="PATH", help="also write the report to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress lines")
+
+
+def _per_class(index: Any, y: Any, k: int, seed: int) -> Any:
+    """``k`` entries of ``index`` per class of ``y[index]`` (all of a class with fewer), seeded."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    parts = []
+    for c in torch.unique(y[index]):
+        rows = index[y[index] == c]
+        parts.append(rows[torch.randperm(len(rows), generator=gen)[:k]])
+    return torch.sort(torch.cat(parts)).values
 
 
 @command(
@@ -1166,6 +1185,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-per-class must be >= 1, got {args.n_per_class}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    if args.real_per_class is not None and args.real_per_class < 1:
+        raise ValueError(f"--real-per-class must be >= 1, got {args.real_per_class}.")
     started = time.perf_counter()
     model = load(args.model)
     data, skipped = _evaluation_data(args, model)
@@ -1215,10 +1236,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     memorization = memorization_report(syn01, values01, seed=args.seed)
     fidelity = fidelity_report(values01, syn01) if len(syn01) >= 2 and len(values01) >= 2 else None
     progress("a classifier on real, synthetic and real + synthetic rows, scored on held-out rows")
+    real_idx = train_idx
+    if args.real_per_class is not None:
+        real_idx = _per_class(train_idx, data.y, args.real_per_class, args.seed)
     checks = classifier_checks(
-        values01[train_idx], data.y[train_idx], values01[test_idx], data.y[test_idx],
+        values01[real_idx], data.y[real_idx], values01[test_idx], data.y[test_idx],
         syn01, y_syn, seed=args.seed,
     )
+    checks["real_per_class"] = args.real_per_class
 
     report: dict[str, Any] = {
         "model": str(args.model),

@@ -623,3 +623,17 @@ def test_augment_overwrite_recovers_after_a_kill_between_its_renames(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aug"]
     assert sorted(p.name for p in out.iterdir()) == before
     assert len(datasets.load_from_disk(str(out))) == 60 + 20
+
+
+def test_evaluate_real_per_class_trains_the_check_on_k_rows(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["fit", "--data", "sklearn:digits", "--out", str(out), *TINY_FIT, *TINY_MODEL]) == 0
+    report = tmp_path / "report.json"
+    argv = ["evaluate", str(out), "--data", "sklearn:digits", "--n-per-class", "5",
+            "--no-progress", "--json", str(report)]
+    assert main([*argv, "--real-per-class", "3"]) == 0
+    checks = json.loads(report.read_text())["classifier_checks"]
+    assert checks["real_per_class"] == 3 and checks["n_real_train"] == 30
+    assert "classifier on real rows (30)" in capsys.readouterr().out
+    assert main([*argv, "--real-per-class", "0"]) == 1
+    assert "--real-per-class must be >= 1" in capsys.readouterr().err
