@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,18 +52,10 @@ FASTER = 1.1  # step speed-up that counts as faster
 
 
 def quickstart_split() -> tuple[Any, Any, Any]:
-    from sklearn.model_selection import train_test_split
+    from flowaug.cli import quickstart_split as split
 
-    from flowaug.data import load_sklearn
-
-    data = load_sklearn("digits")
-    labels = data.y.numpy()
-    index = np.arange(len(data))
-    train_idx, test_idx = train_test_split(index, test_size=0.3, random_state=0, stratify=labels)
-    fit_idx, val_idx = train_test_split(
-        train_idx, test_size=0.15, random_state=0, stratify=labels[train_idx]
-    )
-    return tuple(data.subset(np.sort(i)) for i in (fit_idx, val_idx, test_idx))
+    data, *parts = split()
+    return tuple(data.subset(i) for i in parts)
 
 
 def build(seed: int) -> Any:

@@ -215,6 +215,25 @@ QUICKSTART_TRAIN: dict[str, Any] = dict(
 QUICKSTART_STEPS = 700
 
 
+def quickstart_split():
+    """The quickstart's digits split: ``(digits, train, val, test)``, the last three sorted
+    index arrays of 1068 / 189 / 540 images (stratified 70/30, then 15% of the 70% for
+    validation, ``random_state=0``)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from flowaug.data import load_sklearn
+
+    data = load_sklearn("digits")
+    labels = data.y.numpy()
+    index = np.arange(len(data))
+    train_idx, test_idx = train_test_split(index, test_size=0.3, random_state=0, stratify=labels)
+    fit_idx, val_idx = train_test_split(
+        train_idx, test_size=0.15, random_state=0, stratify=labels[train_idx]
+    )
+    return (data, *(np.sort(i) for i in (fit_idx, val_idx, test_idx)))
+
+
 def _quickstart_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="flowaug-quickstart", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -234,11 +253,8 @@ def _quickstart_arguments(p: argparse.ArgumentParser) -> None:
     ),
 )
 def _quickstart(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
-    from sklearn.model_selection import train_test_split
 
-    from flowaug.data import load_sklearn
     from flowaug.flows.glow import Glow
     from flowaug.plots import save_training_curve
     from flowaug.sampling import _check_temperature
@@ -248,14 +264,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out_dir(out, args.overwrite, [])
     _check_temperature(args.temperature)  # before training, not after saving the model
-    data = load_sklearn("digits")
-    labels = data.y.numpy()
-    index = np.arange(len(data))
-    train_idx, test_idx = train_test_split(index, test_size=0.3, random_state=0, stratify=labels)
-    fit_idx, val_idx = train_test_split(
-        train_idx, test_size=0.15, random_state=0, stratify=labels[train_idx]
-    )
-    train, val, test = (data.subset(np.sort(i)) for i in (fit_idx, val_idx, test_idx))
+    data, fit_idx, val_idx, test_idx = quickstart_split()
+    train, val, test = (data.subset(i) for i in (fit_idx, val_idx, test_idx))
     print(
         f"scikit-learn digits: {len(train)} train / {len(val)} validation / {len(test)} test "
         "images, 8x8, 17 levels"
@@ -275,7 +285,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     model.save_pretrained(out, class_names=data.class_names)
     from flowaug.evaluate import write_split
 
-    write_split(out, "sklearn:digits", data.y, np.sort(test_idx), "quickstart test split")
+    write_split(out, "sklearn:digits", data.y, test_idx, "quickstart test split")
     test_bpd = _mean_bpd(model, test.x, test.y, seed=args.seed)
     grid = _save_samples(model, out / "samples.png", 10, args.temperature, args.seed)
     curve = save_training_curve(history, out / "training_curve.png", title="quickstart: digits")

@@ -474,7 +474,7 @@ class FlowTrainer:
         pool = None if train.y is None else train.unlabelled()
         if unlabelled is not None:
             extra = self._as_data(_drop_labels(unlabelled), "unlabelled", needs_labels=False)
-            if extra.x.dtype != train.x.dtype and (extra.is_discrete != train.is_discrete):
+            if extra.is_discrete != train.is_discrete:
                 raise ValueError(
                     f"unlabelled holds {extra.x.dtype} data but train holds {train.x.dtype}; "
                     "pass both as integer images with the same levels, or both as floats."
@@ -485,10 +485,8 @@ class FlowTrainer:
         if pool is None or not len(pool):
             return train, None
         if not int(getattr(self.model, "num_classes", 0)):
-            everything = torch.cat([train.labelled().x, pool.x]) if train.y is not None else (
-                torch.cat([train.x, pool.x])
-            )
-            return replace(train, x=everything, y=None), None
+            rows = train.x if train.y is None else train.labelled().x
+            return replace(train, x=torch.cat([rows, pool.x]), y=None), None
         labelled = train.labelled()
         if not len(labelled):
             raise ValueError(
