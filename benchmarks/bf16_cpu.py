@@ -117,7 +117,8 @@ def step_seconds_32(repeats: int, seed: int) -> dict[str, dict[str, float]]:
 
 
 def flow_accuracy(model: Any, data: Any) -> float:
-    from flowaug.sampling import eval_mode, image_to_model
+    from flowaug.pixels import image_to_model
+    from flowaug.sampling import eval_mode
 
     x = image_to_model(data.x.float() / 16, 17)
     with eval_mode(model), torch.no_grad():
@@ -128,7 +129,8 @@ def flow_accuracy(model: Any, data: Any) -> float:
 def one_fit(precision: str, steps: int, seed: int, train: Any, val: Any, test: Any) -> dict:
     from flowaug.cli import _mean_bpd
     from flowaug.evaluate import classifier_checks
-    from flowaug.sampling import model_to_image, sample_per_class
+    from flowaug.pixels import model_to_image
+    from flowaug.sampling import sample_per_class
     from flowaug.training import FlowTrainer
 
     model = build(seed)

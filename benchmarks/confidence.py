@@ -32,7 +32,7 @@ THRESHOLDS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
 def posteriors(model, x_levels: torch.Tensor) -> torch.Tensor:
     """Class posteriors ``[N, K]`` of level-code images ``[N, 1, 8, 8]`` (0..16), as FlowAugment
     computes them."""
-    from flowaug.sampling import image_to_model
+    from flowaug.pixels import image_to_model
 
     with torch.no_grad():
         return torch.cat(

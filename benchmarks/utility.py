@@ -643,8 +643,9 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> None:
 
 def plot_samples(flow: Glow, x_labelled: Tensor, y_labelled: Tensor, cfg: dict, path: Path):
     """Per class: the labelled images (left) and flow samples at the chosen temperature."""
+    from flowaug.pixels import model_to_image
     from flowaug.plots import save_sample_grid
-    from flowaug.sampling import model_to_image, sample_per_class
+    from flowaug.sampling import sample_per_class
 
     temperature = cfg.get("temperature", 0.7)
     n_real = int(torch.bincount(y_labelled).min())

@@ -20,10 +20,7 @@ never reads its label.
 from __future__ import annotations
 
 import math
-import os
-import random
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,11 +29,11 @@ import PIL.Image
 import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
-from torch.utils.data import get_worker_info
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
+from flowaug._checks import check_probability, check_temperature, check_threshold, is_number
 from flowaug.augment_label import (
     DEFAULT_CONFIDENCE,
     check_class,
@@ -46,95 +43,21 @@ from flowaug.augment_label import (
     read_label,
     unlabelled_warning,
 )
-from flowaug.flows.base import ConditionalFlow, is_number
-from flowaug.preprocessing import to_unit_float
-from flowaug.sampling import (
-    SyntheticBank,
-    _check_model,
-    _check_probability,
-    _check_temperature,
-    _check_threshold,
-    check_bank_size,
-    derive_seed,
-    eval_mode,
+from flowaug.flows.base import ConditionalFlow, check_conditional_model
+from flowaug.pixels import (
     image_to_model,
-    iter_synthetic,
     model_to_image,
+    pil_to_tensor,
+    tensor_to_pil,
+    to_unit_float,
 )
+from flowaug.sampling import SyntheticBank, check_bank_size, eval_mode, iter_synthetic
+from flowaug.seeding import WorkerRandomState
 
 __all__ = ["FlowAugment", "default_labels_getter"]
 
 _MODES = ("resample", "latent")
 _PIL_CHANNELS = {"L": 1, "RGB": 3}
-
-
-_RANDOM_STATES: weakref.WeakSet[_RandomState] = weakref.WeakSet()
-
-
-def _reseed_after_fork() -> None:
-    for state in list(_RANDOM_STATES):
-        state.reset()
-
-
-os.register_at_fork(after_in_child=_reseed_after_fork)
-
-
-class _RandomState:
-    """Random streams owned by one process: Python's ``random`` for per-sample scalars (cheap),
-    a ``torch.Generator`` for tensors.
-
-    Seeded on first use in every process (a forked child starts over, an unpickled copy too):
-    from ``seed``, mixed with the DataLoader worker's seed inside a worker so that workers and
-    epochs differ; or, with ``seed=None``, from torch's global RNG, which DataLoader seeds per
-    worker. A ``copy.deepcopy`` continues the stream where it stands.
-    """
-
-    def __init__(self, seed: int | None):
-        self.seed = seed
-        self.reset()
-        _RANDOM_STATES.add(self)
-
-    def reset(self) -> None:
-        self._python: random.Random | None = None
-        self._torch: torch.Generator | None = None
-
-    def _start(self) -> None:
-        info = get_worker_info()
-        if self.seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)))
-        elif info is None:
-            seed = derive_seed(self.seed)
-        else:
-            seed = derive_seed(self.seed, info.seed)
-        self._python = random.Random(seed)
-        self._torch = torch.Generator().manual_seed(seed)
-
-    @property
-    def python(self) -> random.Random:
-        if self._python is None:
-            self._start()
-        return self._python  # type: ignore[return-value]
-
-    @property
-    def torch(self) -> torch.Generator:
-        if self._torch is None:
-            self._start()
-        return self._torch  # type: ignore[return-value]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"seed": self.seed}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["seed"])
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _RandomState:
-        # pickling starts over (a worker seeds its own stream); a copy in this process continues
-        copy = _RandomState(self.seed)
-        if self._python is not None and self._torch is not None:
-            copy._python = random.Random()
-            copy._python.setstate(self._python.getstate())
-            copy._torch = torch.Generator().set_state(self._torch.get_state())
-        return copy
 
 
 def _coarse_latent_mask(model: ConditionalFlow, mode: str, coarse_scales: Any) -> Tensor | None:
@@ -271,13 +194,13 @@ class FlowAugment(Transform):
                     "(a variation of each input, its label untouched) or fit it with labels."
                 )
         else:
-            model = _check_model(model)
+            model = check_conditional_model(model)
         if len(model.event_shape) != 3:
             raise ValueError(
                 f"FlowAugment needs an image model (event_shape [C, H, W]), got event_shape "
                 f"{list(model.event_shape)}; for tables use flowaug.FlowOversampler."
             )
-        p = _check_probability(p)
+        p = check_probability(p)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
         if not is_number(strength):
@@ -298,14 +221,14 @@ class FlowAugment(Transform):
         self.p = float(p)
         self.mode = mode
         self.strength = float(strength)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.seed = None if seed is None else int(seed)
-        self.filter_threshold = _check_threshold(filter_threshold)
+        self.filter_threshold = check_threshold(filter_threshold)
         self._labels_getter = default_labels_getter if labels_getter == "default" else labels_getter
-        self._rng = _RandomState(self.seed)
+        self._rng = WorkerRandomState(self.seed)
         self._num_classes = model.num_classes
         self._levels = model.levels
-        self.confidence = _check_probability(confidence, "confidence")
+        self.confidence = check_probability(confidence, "confidence")
         self.stats = {"unlabelled_augmented": 0, "unlabelled_kept": 0}
         self._warned_unlabelled = False
         self._shape = tuple(int(s) for s in model.event_shape)
@@ -424,8 +347,7 @@ class FlowAugment(Transform):
         if not params.get("apply", True):
             return inpt
         if isinstance(inpt, PIL.Image.Image):
-            x = torch.from_numpy(np.array(inpt, dtype=np.uint8, copy=True))
-            x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+            x = pil_to_tensor(inpt)
         elif type(inpt) is Tensor:
             x = inpt if inpt.shape == self._shape else inpt.reshape(self._shape)
         else:
@@ -438,8 +360,7 @@ class FlowAugment(Transform):
             label = int(classes[0])
         out = self._replace_one(x, label)
         if isinstance(inpt, PIL.Image.Image):
-            arr = out[0] if out.shape[0] == 1 else out.permute(1, 2, 0)
-            return PIL.Image.fromarray(arr.contiguous().numpy(), mode=inpt.mode)
+            return tensor_to_pil(out, inpt.mode)
         if type(inpt) is Tensor:
             return out if out.shape == inpt.shape else out.reshape(inpt.shape)
         return tv_tensors.wrap(out, like=inpt)

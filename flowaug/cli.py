@@ -141,7 +141,7 @@ def _class_grid(model: Any, n: int, temperature: float, seed: int, classes: Sequ
     """Samples ``[len(classes), n, C, H, W]`` in ``[0, 1]``, quantized to the model's levels."""
     import torch
 
-    from flowaug.preprocessing import quantize
+    from flowaug.pixels import quantize
 
     generator = torch.Generator(device=model.device).manual_seed(seed)
     rows = []
@@ -255,15 +255,15 @@ def _quickstart_arguments(p: argparse.ArgumentParser) -> None:
 def _quickstart(args: argparse.Namespace) -> int:
     import torch
 
+    from flowaug._checks import check_temperature
     from flowaug.flows.glow import Glow
     from flowaug.plots import save_training_curve
-    from flowaug.sampling import _check_temperature
     from flowaug.training import FlowTrainer, TrainConfig
 
     started = time.perf_counter()
     out = Path(args.out)
     _check_out_dir(out, args.overwrite, [])
-    _check_temperature(args.temperature)  # before training, not after saving the model
+    check_temperature(args.temperature)  # before training, not after saving the model
     data, fit_idx, val_idx, test_idx = quickstart_split()
     train, val, test = (data.subset(i) for i in (fit_idx, val_idx, test_idx))
     print(
@@ -681,10 +681,10 @@ def _write_folder_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
 
 def _save_dataset_atomically(ds: Any, out: Path, progress: bool) -> None:
     """``ds.save_to_disk`` into ``out``, atomically (:func:`_write_folder_atomically`)."""
-    from flowaug.hf import _progress_bars
+    from flowaug.hf import progress_bars
 
     def save(folder: Path) -> None:
-        with _progress_bars(progress):
+        with progress_bars(progress):
             ds.save_to_disk(str(folder))
 
     _write_folder_atomically(out, save)
@@ -777,11 +777,11 @@ def _augment_arguments(p: argparse.ArgumentParser) -> None:
     ),
 )
 def _augment(args: argparse.Namespace) -> int:
+    from flowaug._checks import check_threshold
     from flowaug.data import find_columns, load_hf_dataset
     from flowaug.hf import augment_dataset
     from flowaug.io import load
     from flowaug.replace_dir import recover_folder
-    from flowaug.sampling import _check_threshold
 
     out = Path(args.out)
     note = recover_folder(out)  # what a killed earlier run left
@@ -796,7 +796,7 @@ def _augment(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-per-class must be >= 0, got {args.n_per_class}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    _check_threshold(args.filter_threshold)
+    check_threshold(args.filter_threshold)
     started = time.perf_counter()
     model = load(args.model)
     if args.format == "imagefolder" and len(model.event_shape) != 3:
@@ -1048,7 +1048,7 @@ def _model_views(model: Any, data: Any) -> tuple[Any, Any, Any, int | None]:
     """
     import torch
 
-    from flowaug.sampling import image_to_model
+    from flowaug.pixels import image_to_model
 
     levels = model.levels
     x = data.x
@@ -1188,7 +1188,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     from flowaug.io import atomic_write_bytes, load
     from flowaug.metrics import fidelity_report, label_agreement, memorization_report
-    from flowaug.sampling import image_to_model, model_to_image, sample_per_class
+    from flowaug.pixels import image_to_model, model_to_image
+    from flowaug.sampling import sample_per_class
     from flowaug.training import split_index
 
     if args.n_per_class < 1:

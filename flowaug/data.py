@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowaug.preprocessing import check_levels
+from flowaug.pixels import check_levels, image_to_chw, to_8bit
 
 __all__ = [
     "FlowData",
@@ -37,7 +37,6 @@ __all__ = [
     "load_image_folder",
     "load_hf_dataset",
     "to_hf_dataset",
-    "to_8bit",
     "find_columns",
     "SKLEARN_DATASETS",
     "IMAGE_EXTENSIONS",
@@ -116,38 +115,12 @@ class FlowData:
 # --- conversion helpers ----------------------------------------------------------------------
 
 
-def _image_to_chw(image: Any, where: str) -> Tensor:
-    """One image (PIL, ndarray ``[H, W(, C)]``, tensor ``[C, H, W]`` or ``[H, W]``) -> tensor."""
-    if hasattr(image, "getbands"):  # PIL image
-        arr = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
-        image = torch.from_numpy(arr.copy())
-        return image[None] if image.dim() == 2 else image.permute(2, 0, 1)
-    if isinstance(image, (list, tuple)):  # array columns of a datasets.Dataset
-        image = np.asarray(image)
-    if isinstance(image, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(image))
-        if t.dim() == 3 and t.shape[-1] in (1, 3, 4) and t.shape[-1] < t.shape[0]:
-            t = t.permute(2, 0, 1)  # numpy images are conventionally [H, W, C]
-        image = t
-    if isinstance(image, Tensor):
-        if image.dim() == 2:
-            return image[None]
-        if image.dim() == 3:
-            return image
-        raise ValueError(
-            f"{where}: expected an image [C, H, W] or [H, W], got {list(image.shape)}."
-        )
-    raise TypeError(
-        f"{where}: expected a PIL image, numpy array or tensor, got {type(image).__name__}."
-    )
-
-
 def _stack_images(
     images: Sequence[Any], what: str, names: Sequence[str] | None = None
 ) -> Tensor:
     """Images -> ``[N, C, H, W]``; ``names`` (e.g. file paths) name the items in errors."""
     names = [f"{what}[{i}]" for i in range(len(images))] if names is None else list(names)
-    tensors = [_image_to_chw(img, name) for img, name in zip(images, names, strict=True)]
+    tensors = [image_to_chw(img, name) for img, name in zip(images, names, strict=True)]
     if not tensors:
         raise ValueError(f"{what} is empty; need at least one sample.")
     shape = tensors[0].shape
@@ -631,22 +604,6 @@ def find_columns(
             next((k for k in _IMAGE_COLUMNS if k in features), None),
         )
     return image_column, label_column
-
-
-def to_8bit(x: Tensor, levels: int | None) -> np.ndarray:
-    """Images ``[N, C, H, W]`` as 8-bit pixels (``uint8``, same shape).
-
-    Integer images on ``levels`` intensities map level ``k`` to ``round(k * 255 / (levels -
-    1))`` (scikit-learn's 17-level digits become 0, 16, 32, ..., 255); float images in
-    ``[0, 1]`` (``levels=None``) to ``round(x * 255)``.
-    """
-    if x.is_floating_point():
-        scaled = x.double().numpy() * 255.0
-    else:
-        if levels is None:
-            raise ValueError("integer images need their levels to be turned into 8-bit pixels.")
-        scaled = x.double().numpy() * (255.0 / (check_levels(levels) - 1))
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def to_hf_dataset(data: FlowData, image_column: str = "image", label_column: str = "label"):

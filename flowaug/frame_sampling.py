@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from flowaug.flows.base import check_finite_samples, check_temperature
+from flowaug._checks import check_temperature
+from flowaug.flows.base import check_finite_samples
 from flowaug.sizes import check_count_in_memory
 
 __all__ = ["FRAME_CHUNK_ROWS", "check_frame_size", "sample_frame_in_chunks"]

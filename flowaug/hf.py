@@ -34,17 +34,12 @@ from datasets import ClassLabel, Features, Value
 from datasets.exceptions import DatasetGenerationError
 from torch import Tensor
 
-from flowaug.augment import FlowAugment, _RandomState
-from flowaug.flows.base import ConditionalFlow
-from flowaug.sampling import (
-    _check_model,
-    _check_probability,
-    _check_temperature,
-    class_counts,
-    derive_seed,
-    iter_synthetic,
-    model_to_image,
-)
+from flowaug._checks import check_probability, check_temperature
+from flowaug.augment import FlowAugment
+from flowaug.flows.base import ConditionalFlow, check_conditional_model
+from flowaug.pixels import model_to_image
+from flowaug.sampling import class_counts, iter_synthetic
+from flowaug.seeding import WorkerRandomState, derive_seed
 from flowaug.sizes import check_count_on_disk
 from flowaug.table_schema import short_names
 
@@ -251,7 +246,7 @@ def _fingerprint(*parts: Any) -> str:
 
 
 @contextmanager
-def _progress_bars(enabled: bool) -> Iterator[None]:
+def progress_bars(enabled: bool) -> Iterator[None]:
     was_enabled = datasets.is_progress_bar_enabled()
     if not enabled:
         datasets.disable_progress_bars()
@@ -386,7 +381,7 @@ def augment_dataset(
         n_per_class,
         1.0 if ratio is None else float(ratio),
         int(seed),
-        _check_temperature(temperature),
+        check_temperature(temperature),
         int(batch_size),
         filter_threshold,
         progress,
@@ -400,7 +395,7 @@ def augment_dataset(
         synthetic = _image_rows(ds, model, features, request)
     real = ds
     if SYNTHETIC_COLUMN not in ds.column_names:
-        with _progress_bars(progress):
+        with progress_bars(progress):
             real = ds.add_column(SYNTHETIC_COLUMN, [False] * len(ds))
     if real.features != features:
         real = real.cast(features)
@@ -426,7 +421,7 @@ class _Request:
 def _image_rows(
     ds: datasets.Dataset, model: Any, features: Features, req: _Request
 ) -> datasets.Dataset:
-    model = _check_model(model)
+    model = check_conditional_model(model)
     if len(model.event_shape) != 3:
         raise ValueError(
             f"model has event_shape {list(model.event_shape)}, not an image; tabular models need "
@@ -480,7 +475,7 @@ def _image_rows(
         features.to_dict(),
         codec.__dict__,
     )
-    with _progress_bars(req.progress):
+    with progress_bars(req.progress):
         try:
             return datasets.Dataset.from_generator(
                 functools.partial(_generate_rows, job, req.seed, req.progress),
@@ -596,7 +591,7 @@ class SyntheticTransform:
         features: Features | None = None,
         **augment_kwargs: Any,
     ):
-        p = _check_probability(p)
+        p = check_probability(p)
         self.augment = FlowAugment(model, p=1.0, **augment_kwargs)
         self.p = float(p)
         self.image_column = image_column
@@ -606,7 +601,7 @@ class SyntheticTransform:
         seed = augment_kwargs.get("seed")
         # its own stream: the same seed as the bank draws would correlate "which rows" with
         # "which samples"
-        self._rng = _RandomState(None if seed is None else derive_seed(seed, 1))
+        self._rng = WorkerRandomState(None if seed is None else derive_seed(seed, 1))
         self._codec: _ImageCodec | None = None
 
     def _codec_for(self, example: Any) -> _ImageCodec:
@@ -806,7 +801,7 @@ def synthetic_iterable_dataset(
         ``interleave_datasets([real, synthetic], probabilities=[0.7, 0.3], seed=0)`` (or use
         :func:`interleave_synthetic`).
     """
-    model = _check_model(model)
+    model = check_conditional_model(model)
     if len(model.event_shape) != 3:
         raise ValueError(
             f"synthetic_iterable_dataset needs an image model, got {list(model.event_shape)}."
@@ -850,7 +845,7 @@ def synthetic_iterable_dataset(
         weights.float(),
         num_samples,
         mark_synthetic,
-        _check_temperature(temperature),
+        check_temperature(temperature),
         int(batch_size),
         filter_threshold,
     )

@@ -109,8 +109,8 @@ def write_image_folder(
     import PIL.Image
     import torch
 
-    from flowaug.data import to_8bit
     from flowaug.hf import _ImageCodec
+    from flowaug.pixels import to_8bit
 
     c, h, w = (int(s) for s in image_shape)
     if c not in _MODES:

@@ -22,138 +22,35 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowaug._checks import check_temperature, check_threshold
 from flowaug.flows.base import (
     ConditionalFlow,
+    check_conditional_model,
     check_finite_samples,
-    check_temperature,
     evaluating,
-    is_number,
 )
+from flowaug.pixels import from_codes, image_to_model, model_to_image, to_codes
+from flowaug.seeding import derive_seed
 from flowaug.sizes import check_count_in_memory
 
 __all__ = [
     "GenerationStats",
     "SyntheticBank",
     "class_counts",
-    "derive_seed",
     "eval_mode",
     "generate",
-    "image_to_model",
     "iter_synthetic",
-    "model_to_image",
     "posterior_filter",
     "sample_per_class",
-    "to_codes",
-    "from_codes",
 ]
 
 
-# --- conversions ------------------------------------------------------------------------------
-def to_codes(x: Tensor, levels: int | None) -> Tensor:
-    """Model-space samples -> integer level codes ``k = floor(x * levels)``, clamped.
-
-    Args:
-        x: float tensor (any shape) in model space ``[0, 1]``.
-        levels: number of intensity levels; ``None`` (continuous data) returns ``x`` as float32.
-
-    Returns:
-        uint8 tensor for ``levels <= 256``, int16 up to 32768, else int32; values in
-        ``[0, levels - 1]``.
-    """
-    if levels is None:
-        return x.float()
-    dtype = torch.uint8 if levels <= 256 else torch.int16 if levels <= 32768 else torch.int32
-    return (x * levels).floor_().clamp_(0, levels - 1).to(dtype)
-
-
-def from_codes(codes: Tensor, levels: int | None, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Level codes -> image values on the data grid ``k / (levels - 1)`` in ``[0, 1]``.
-
-    ``dtype=torch.uint8`` gives 8-bit images ``round(k * 255 / (levels - 1))`` in ``0..255``.
-    Continuous data (``levels=None``) is returned as is, cast to ``dtype``.
-    """
-    if levels is None:
-        return codes.to(dtype)
-    if dtype == torch.uint8:
-        if levels == 256:
-            return codes.to(torch.uint8, copy=True)
-        return (codes.float() * (255.0 / (levels - 1))).round_().to(torch.uint8)
-    return codes.to(dtype) * (1.0 / (levels - 1))
-
-
-def model_to_image(x: Tensor, levels: int | None) -> Tensor:
-    """Model-space samples ``[0, 1]`` -> image values on the data grid (float32 ``[0, 1]``)."""
-    return from_codes(to_codes(x, levels), levels)
-
-
-def image_to_model(image01: Tensor, levels: int | None) -> Tensor:
-    """Image values in ``[0, 1]`` -> model space: the centre of the matching level's bin.
-
-    The inverse of :func:`model_to_image` for images on the grid: an intensity ``v`` becomes
-    ``(round(v * (levels - 1)) + 0.5) / levels``, where the flow was trained (uniform
-    dequantization puts level ``k`` in ``[k / levels, (k + 1) / levels)``).
-    """
-    if levels is None:
-        return image01.float()
-    k = (image01.float() * (levels - 1)).round_().clamp_(0, levels - 1)
-    return (k + 0.5) / levels
-
-
 # --- seeds, modes -----------------------------------------------------------------------------
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (seed, index, epoch, ...); distinct parts give unrelated seeds.
-
-    Unlike ``seed + index``, ``derive_seed(0, 1) != derive_seed(1, 0)``.
-    """
-    state = np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(2, np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
-
-
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Evaluation mode and no autograd for the block; the previous mode is restored after."""
     with evaluating(model), torch.no_grad():
         yield
-
-
-def _check_model(model: Any, name: str = "model") -> ConditionalFlow:
-    if not isinstance(model, ConditionalFlow):
-        raise TypeError(
-            f"{name} must be a flowaug model (a ConditionalFlow such as flowaug.Glow), got "
-            f"{type(model).__name__}; train one with flowaug.fit or load one with flowaug.load."
-        )
-    if model.num_classes < 1:
-        raise ValueError(
-            f"{name} is unconditional (num_classes=0); synthetic data for augmentation needs a "
-            "class-conditional model: fit it with labels."
-        )
-    return model
-
-
-def _check_probability(p: Any, name: str = "p") -> float:
-    if not is_number(p):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(p).__name__} {p!r}.")
-    if not 0 <= p <= 1:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {float(p)!r}.")
-    return float(p)
-
-
-_check_temperature = check_temperature  # one rule for the models and everything built on them
-
-
-def _check_threshold(filter_threshold: Any) -> float | None:
-    if filter_threshold is None:
-        return None
-    if not is_number(filter_threshold):
-        raise TypeError(
-            f"filter_threshold must be a number in [0, 1) or None, got {filter_threshold!r}."
-        )
-    if not 0 <= filter_threshold < 1:
-        raise ValueError(
-            f"filter_threshold must be in [0, 1) (a class-posterior probability), got "
-            f"{filter_threshold!r}; 0.5-0.9 are typical."
-        )
-    return float(filter_threshold)
 
 
 def class_counts(
@@ -218,8 +115,8 @@ def generate(
     Returns:
         float tensor ``[N, *event_shape]`` in model space, on the model's device.
     """
-    model = _check_model(model)
-    temperature = _check_temperature(temperature)
+    model = check_conditional_model(model)
+    temperature = check_temperature(temperature)
     labels = torch.as_tensor(labels).long().reshape(-1)
     out = []
     with eval_mode(model):
@@ -296,8 +193,8 @@ def iter_synthetic(
         ``x``: float tensor ``[b, *event_shape]`` in model space (on CPU); ``y``: LongTensor
         ``[b]``. Deterministic for a given generator state and ``batch_size``.
     """
-    model = _check_model(model)
-    filter_threshold = _check_threshold(filter_threshold)
+    model = check_conditional_model(model)
+    filter_threshold = check_threshold(filter_threshold)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     stats = GenerationStats() if stats is None else stats
@@ -383,7 +280,7 @@ def sample_per_class(
     Returns:
         ``(x, y)``: float tensor ``[N, *event_shape]`` in model space on CPU, LongTensor ``[N]``.
     """
-    model = _check_model(model)
+    model = check_conditional_model(model)
     counts = class_counts(n_per_class, model.num_classes)
     if generator is None:
         generator = torch.Generator().manual_seed(derive_seed(0 if seed is None else seed))
@@ -454,7 +351,7 @@ class SyntheticBank:
         filter_threshold: float | None = None,
         batch_size: int = 256,
     ):
-        self.model = _check_model(model)
+        self.model = check_conditional_model(model)
         if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)):
             raise TypeError(f"n_per_class must be an int >= 1, got {n_per_class!r}.")
         if n_per_class < 1:
@@ -463,10 +360,10 @@ class SyntheticBank:
         if refresh_every is not None and (isinstance(refresh_every, bool) or refresh_every < 1):
             raise ValueError(f"refresh_every must be an int >= 1 or None, got {refresh_every!r}.")
         self.n_per_class = int(n_per_class)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.seed = 0 if seed is None else int(seed)
         self.refresh_every = refresh_every
-        self.filter_threshold = _check_threshold(filter_threshold)
+        self.filter_threshold = check_threshold(filter_threshold)
         self.batch_size = int(batch_size)
         self.levels = model.levels
         self.num_classes = model.num_classes

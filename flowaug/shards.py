@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 import torch
 from datasets import Features, Value
 
-from flowaug.flows.base import ConditionalFlow
+from flowaug._checks import check_temperature
+from flowaug.flows.base import ConditionalFlow, check_conditional_model
 from flowaug.hf import (
     SYNTHETIC_COLUMN,
     _check_column,
@@ -40,9 +41,10 @@ from flowaug.hf import (
     _ImageJob,
     _label_info,
     _model_digest,
-    _progress_bars,
+    progress_bars,
 )
-from flowaug.sampling import _check_model, _check_temperature, class_counts, derive_seed
+from flowaug.sampling import class_counts
+from flowaug.seeding import derive_seed
 from flowaug.sizes import check_count_on_disk
 
 __all__ = ["load_synthetic_shards", "plan_shards", "write_synthetic_shards"]
@@ -120,7 +122,7 @@ def _write_shard(shard: datasets.Dataset, path: Path) -> None:
     """Write a shard under a temporary name, record its hash, then rename it into place: a
     shard file only ever appears complete, and with its hash beside it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with _progress_bars(False):
+    with progress_bars(False):
         shard.to_parquet(str(tmp))
     recorded = _hash_path(path)
     hash_tmp = recorded.with_name(f".{recorded.name}.{os.getpid()}.tmp")
@@ -226,7 +228,7 @@ def write_synthetic_shards(
     from tqdm.auto import tqdm
 
     ds = _check_dataset(ds).with_format(None)
-    model = _check_model(model)
+    model = check_conditional_model(model)
     if hasattr(model, "sample_frame") or len(model.event_shape) != 3:
         raise ValueError(
             "write_synthetic_shards is for image models; for tables, "
@@ -269,7 +271,7 @@ def write_synthetic_shards(
         "image_column": image_column,
         "label_column": label_column,
         "seed": int(seed),
-        "temperature": _check_temperature(temperature),
+        "temperature": check_temperature(temperature),
         "filter_threshold": filter_threshold,
         "batch_size": int(batch_size),  # the draws depend on how they are batched
         "shards": [{str(c): n for c, n in shard.items()} for shard in plan],
@@ -340,5 +342,5 @@ def load_synthetic_shards(out_dir: str | os.PathLike, progress: bool = True) -> 
     features = Features.from_dict(manifest["features"])
     if not files:
         return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-    with _progress_bars(progress):
+    with progress_bars(progress):
         return datasets.Dataset.from_parquet([str(f) for f in files], features=features)

@@ -14,16 +14,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from flowaug.flows.base import ConditionalFlow
-from flowaug.sampling import (
-    _check_model,
-    _check_temperature,
-    class_counts,
-    derive_seed,
-    eval_mode,
-    from_codes,
-    to_codes,
-)
+from flowaug._checks import check_temperature
+from flowaug.flows.base import ConditionalFlow, check_conditional_model
+from flowaug.pixels import from_codes, to_codes
+from flowaug.sampling import class_counts, eval_mode
+from flowaug.seeding import derive_seed
 
 __all__ = ["SyntheticDataset", "mix_datasets"]
 
@@ -65,7 +60,7 @@ class SyntheticDataset(Dataset):
         dtype: torch.dtype = torch.float32,
         transform: Callable[[Tensor], Any] | None = None,
     ):
-        self.model = _check_model(model)
+        self.model = check_conditional_model(model)
         counts = class_counts(n_per_class, model.num_classes)
         self.labels = torch.cat(
             [torch.full((n,), c, dtype=torch.long) for c, n in sorted(counts.items())]
@@ -76,7 +71,7 @@ class SyntheticDataset(Dataset):
         if dtype == torch.uint8 and model.levels is None:
             raise ValueError("dtype=torch.uint8 needs an image model with levels; use a float.")
         self.seed = int(seed)
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.dtype = dtype
         self.transform = transform
 

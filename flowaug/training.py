@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowaug._checks import check_int, check_number
 from flowaug.checkpoints import (
     check_intact,
     clear_stale_checkpoints,
@@ -56,8 +57,7 @@ from flowaug.checkpoints import (
 from flowaug.data import FlowData, as_flow_data
 from flowaug.interrupts import TrainingInterrupted, raise_on_sigterm, signum_of
 from flowaug.io import atomic_write_bytes, clear_stale_temporaries, load_tensors, save_tensors
-from flowaug.seeding import derive_seed as _derive_seed
-from flowaug.seeding import generator as _generator
+from flowaug.seeding import generator, stream_seed
 from flowaug.semi_supervised import SEMI_SUPERVISED_MODES, SemiSupervisedBatches
 
 __all__ = [
@@ -200,27 +200,27 @@ class TrainConfig:
             "init_batch_size",
         )
         for name in positive_ints:
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("warmup_steps", self.warmup_steps, minimum=0)
-        _check_int("seed", self.seed, minimum=0)
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("warmup_steps", self.warmup_steps, minimum=0)
+        check_int("seed", self.seed, minimum=0)
         for name in ("patience", "checkpoint_every", "refresh_every"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
+                check_int(name, getattr(self, name), minimum=1)
         if self.unlabelled_start is not None:
-            _check_int("unlabelled_start", self.unlabelled_start, minimum=0)
+            check_int("unlabelled_start", self.unlabelled_start, minimum=0)
         if self.semi_supervised not in SEMI_SUPERVISED_MODES:
             raise ValueError(
                 f"semi_supervised must be one of {SEMI_SUPERVISED_MODES}, got "
                 f"{self.semi_supervised!r}."
             )
-        _check_number("unlabelled_fraction", self.unlabelled_fraction, low=0.0, high=1.0)
+        check_number("unlabelled_fraction", self.unlabelled_fraction, low=0.0, high=1.0)
         if self.unlabelled_fraction >= 1.0:
             raise ValueError(
                 f"unlabelled_fraction must be in [0, 1) (some of each batch stays labelled), "
                 f"got {self.unlabelled_fraction}."
             )
-        _check_number("unlabelled_weight", self.unlabelled_weight, low=0.0)
-        _check_number("pseudo_threshold", self.pseudo_threshold, low=0.0, high=1.0)
+        check_number("unlabelled_weight", self.unlabelled_weight, low=0.0)
+        check_number("pseudo_threshold", self.pseudo_threshold, low=0.0, high=1.0)
         if isinstance(self.class_prior, str) and self.class_prior != "learn":
             raise ValueError(
                 f"class_prior must be None, 'learn' or one positive number per class, got "
@@ -234,16 +234,16 @@ class TrainConfig:
                     f"{self.class_prior!r}."
                 )
             self.class_prior = [float(v) for v in prior / prior.sum()]
-        _check_number("lr", self.lr, low=0.0, low_open=True)
-        _check_number("weight_decay", self.weight_decay, low=0.0)
-        _check_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
-        _check_number("min_delta", self.min_delta, low=0.0)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0.0)
+        check_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
+        check_number("min_delta", self.min_delta, low=0.0)
         if self.grad_clip is not None:
-            _check_number("grad_clip", self.grad_clip, low=0.0, low_open=True)
+            check_number("grad_clip", self.grad_clip, low=0.0, low_open=True)
         if self.max_time is not None:
-            _check_number("max_time", self.max_time, low=0.0, low_open=True)
+            check_number("max_time", self.max_time, low=0.0, low_open=True)
         if self.ema_decay is not None:
-            _check_number("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True)
+            check_number("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True)
             if self.ema_decay >= 1.0:
                 raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}.")
         if self.mixed_precision not in _MIXED_PRECISION:
@@ -268,29 +268,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(known)}.")
         return cls(**values)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
-def _check_number(
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low}" if low is not None else "finite"
-        bound += f" and <= {high}" if high is not None else ""
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}.")
 
 
 @dataclass
@@ -335,7 +312,7 @@ class History:
 def prepare_batch(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``model.prepare_batch`` for a raw batch; ``uint8`` goes in as int64.
 
-    ``flowaug.preprocessing.dequantize`` range-checks ``x.max() >= levels`` in ``x``'s dtype,
+    ``flowaug.pixels.dequantize`` range-checks ``x.max() >= levels`` in ``x``'s dtype,
     where 256 overflows ``uint8``; widening first sidesteps that (and costs nothing here).
     """
     if x.dtype == torch.uint8:
@@ -661,19 +638,19 @@ class FlowTrainer:
                     x_raw, y_global, weights = self._ssl.batch(step)
                 else:
                     if epoch != perm_epoch:
-                        perm = torch.randperm(n, generator=_generator(cfg.seed, "order", epoch))
+                        perm = torch.randperm(n, generator=generator(cfg.seed, "order", epoch))
                         perm_epoch = epoch
                     batch = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
                     x_raw, y_global = x_all[batch], None if y_all is None else y_all[batch]
                 # the noise of the whole global batch, then this process's slice: the same
                 # numbers whatever the number of processes
-                x = prepare_batch(model, x_raw, _generator(cfg.seed, "noise", step))
+                x = prepare_batch(model, x_raw, generator(cfg.seed, "noise", step))
                 x = x[rank * local : (rank + 1) * local].to(acc.device)
                 y = None if y_global is None else y_global[rank * local : (rank + 1) * local]
                 y = None if y is None else y.to(acc.device)
                 for group in optimizer.param_groups:
                     group["lr"] = self._lr(step)
-                torch.manual_seed(_derive_seed(cfg.seed, "dropout", step, rank))
+                torch.manual_seed(stream_seed(cfg.seed, "dropout", step, rank))
 
                 with acc.autocast():
                     bpd = objective(x, y)
@@ -762,8 +739,8 @@ class FlowTrainer:
         """
         cfg, model = self.config, self.model
         count = min(cfg.init_batch_size, len(data))
-        index = torch.randperm(len(data), generator=_generator(cfg.seed, "init"))[:count]
-        x = prepare_batch(model, data.x[index], _generator(cfg.seed, "init-noise"))
+        index = torch.randperm(len(data), generator=generator(cfg.seed, "init"))[:count]
+        x = prepare_batch(model, data.x[index], generator(cfg.seed, "init-noise"))
         y = None if data.y is None else data.y[index].to(model.device)
         model.initialize(x.to(model.device), y)
 
@@ -792,7 +769,7 @@ class FlowTrainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            x = prepare_batch(self.model, data.x, _generator(self.config.seed, "val-noise"))
+            x = prepare_batch(self.model, data.x, generator(self.config.seed, "val-noise"))
         finally:
             self.model.train(was_training)
         y = torch.zeros(len(data), dtype=torch.long) if data.y is None else data.y
@@ -1191,7 +1168,7 @@ def fit(
     """
     if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
-    _check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0)
     if _is_data_frame(data):
         return _fit_frame(data, unlabelled, val, val_fraction, config, seed, model_kwargs)
     if init is not None and model_kwargs:

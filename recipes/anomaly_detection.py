@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 
 import flowaug
 from flowaug.data import load_sklearn
-from flowaug.preprocessing import dequantize
+from flowaug.pixels import dequantize
 from flowaug.training import default_config
 
 LEVELS = 17

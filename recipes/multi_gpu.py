@@ -33,7 +33,7 @@ from sklearn.model_selection import train_test_split
 
 from flowaug import FlowTrainer, Glow, TrainConfig
 from flowaug.data import load_sklearn
-from flowaug.preprocessing import dequantize
+from flowaug.pixels import dequantize
 
 
 def splits(seed: int = 0):

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 import flowaug.augment
 from flowaug import FlowAugment, Glow, SyntheticBank
-from flowaug.sampling import image_to_model
+from flowaug.pixels import image_to_model
 
 
 @pytest.fixture(scope="module")

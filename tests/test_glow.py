@@ -154,7 +154,7 @@ def test_bits_per_dim_of_integer_images():
     bpd = model.bits_per_dim(x, y, levels=17, generator=torch.Generator().manual_seed(0))
     assert bpd.shape == (6,) and torch.isfinite(bpd).all()
     # identical to the generic path, with the same dequantization noise
-    from flowaug.preprocessing import dequantize
+    from flowaug.pixels import dequantize
 
     x01 = dequantize(x, 17, generator=torch.Generator().manual_seed(0))
     expected = (-model.log_prob(x01, y) + 64 * math.log(17)) / (64 * math.log(2))

@@ -14,7 +14,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from torch.utils.data import DataLoader
 
 from flowaug import Glow, hf
-from flowaug.sampling import image_to_model
+from flowaug.pixels import image_to_model
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 

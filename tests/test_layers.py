@@ -145,6 +145,6 @@ def test_evaluating_restores_the_mode_even_after_an_error(training):
      (np.bool_(True), False), ("1", False), (None, False), (torch.tensor(0.5), False)],
 )  # fmt: skip
 def test_is_number(value, expected):
-    from flowaug.flows.base import is_number
+    from flowaug._checks import is_number
 
     assert is_number(value) is expected

@@ -20,7 +20,7 @@ from flowaug.metrics import (
     nearest_neighbors,
     summary,
 )
-from flowaug.sampling import image_to_model
+from flowaug.pixels import image_to_model
 
 
 def gaussian(n, d=5, shift=0.0, seed=0):

@@ -10,18 +10,14 @@ import torch
 
 import flowaug.sampling
 from flowaug import Glow, SyntheticBank
+from flowaug.pixels import from_codes, image_to_model, model_to_image, to_codes
 from flowaug.sampling import (
     GenerationStats,
     class_counts,
-    derive_seed,
-    from_codes,
     generate,
-    image_to_model,
     iter_synthetic,
-    model_to_image,
     posterior_filter,
     sample_per_class,
-    to_codes,
 )
 
 
@@ -49,11 +45,6 @@ def test_from_codes_uint8_spans_0_to_255():
     full = torch.arange(256, dtype=torch.uint8)
     assert torch.equal(from_codes(full, 256, torch.uint8), full)
 
-
-def test_derive_seed_is_deterministic_and_order_sensitive():
-    assert derive_seed(0, 1) == derive_seed(0, 1)
-    assert derive_seed(0, 1) != derive_seed(1, 0)
-    assert len({derive_seed(7, i) for i in range(1000)}) == 1000
 
 
 # --- counts -----------------------------------------------------------------------------------

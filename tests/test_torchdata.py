@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import flowaug.torchdata
 from flowaug import SyntheticDataset
-from flowaug.sampling import image_to_model
+from flowaug.pixels import image_to_model
 from flowaug.torchdata import mix_datasets
 
 

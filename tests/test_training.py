@@ -16,7 +16,8 @@ import flowaug
 from flowaug import FlowTrainer, Glow, TrainConfig
 from flowaug.data import load_sklearn
 from flowaug.flows.layers import ActNorm
-from flowaug.training import NonFiniteLossError, _generator, latest_checkpoint
+from flowaug.seeding import generator
+from flowaug.training import NonFiniteLossError, latest_checkpoint
 
 TINY = dict(image_shape=(1, 8, 8), num_classes=10, depth=1, hidden=8, levels=17)
 
@@ -316,7 +317,7 @@ def test_consecutive_bad_steps_raise_naming_the_step(digits):
 
 
 def _val_bpd(model, val, seed):
-    x = model.prepare_batch(val.x, generator=_generator(seed, "val-noise"))
+    x = model.prepare_batch(val.x, generator=generator(seed, "val-noise"))
     with torch.no_grad():
         return model.bits_per_dim_from_log_prob(model.log_prob(x, val.y), 17).mean().item()
 

@@ -9,7 +9,6 @@ Whole models (:class:`ConditionalFlow`) map data in *model space* (float tensors
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -18,15 +17,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowaug._checks import check_temperature
+
 __all__ = [
     "FlowLayer",
     "ConditionalFlow",
     "standard_normal_log_prob",
     "check_float_tensor",
     "check_finite_samples",
-    "check_temperature",
     "evaluating",
-    "is_number",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -63,7 +62,7 @@ def check_float_tensor(
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must be a floating-point tensor in model space, got dtype {x.dtype}; "
-            "convert integer images with flowaug.preprocessing.to_model_space(x, levels)."
+            "convert integer images with flowaug.pixels.to_model_space(x, levels)."
         )
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(
@@ -118,20 +117,6 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-def is_number(value: Any) -> bool:
-    """A real number (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def check_temperature(temperature: Any) -> float:
-    """A finite number >= 0 (Python or numpy, not a bool), as a float."""
-    if not is_number(temperature):
-        raise TypeError(f"temperature must be a number >= 0, got {temperature!r}.")
-    if not 0 <= temperature or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
-    return float(temperature)
 
 
 class FlowLayer(nn.Module):
@@ -436,7 +421,7 @@ class ConditionalFlow(nn.Module):
         float tensors are taken as already in model space.
         """
         if isinstance(x, Tensor) and not x.is_floating_point() and x.dtype != torch.bool:
-            from flowaug.preprocessing import dequantize
+            from flowaug.pixels import dequantize
 
             if self.levels is None:
                 raise TypeError(
@@ -490,3 +475,18 @@ class ConditionalFlow(nn.Module):
                 "use flowaug.load(directory) to load whatever it holds."
             )
         return model
+
+
+def check_conditional_model(model: Any, name: str = "model") -> ConditionalFlow:
+    """``model`` if it is a class-conditional flowaug model, else a clear error."""
+    if not isinstance(model, ConditionalFlow):
+        raise TypeError(
+            f"{name} must be a flowaug model (a ConditionalFlow such as flowaug.Glow), got "
+            f"{type(model).__name__}; train one with flowaug.fit or load one with flowaug.load."
+        )
+    if model.num_classes < 1:
+        raise ValueError(
+            f"{name} is unconditional (num_classes=0); synthetic data for augmentation needs a "
+            "class-conditional model: fit it with labels."
+        )
+    return model

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from flowaug.flows.base import ConditionalFlow, evaluating
 from flowaug.flows.layers import FlowStep, GaussianPrior, LogitTransform, Split, Squeeze
-from flowaug.preprocessing import check_levels
+from flowaug.pixels import check_levels
 
 __all__ = ["Glow"]
 
@@ -210,7 +210,7 @@ class Glow(ConditionalFlow):
             float tensor ``[B]``: ``-log2 P(x) / D`` with ``P`` the probability of the integer
             image (a one-sample stochastic lower bound, as in the literature).
         """
-        from flowaug.preprocessing import dequantize
+        from flowaug.pixels import dequantize
 
         levels = self.levels if levels is None else levels
         x01 = dequantize(x, levels, generator=generator).to(self.device)

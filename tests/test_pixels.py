@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowaug.preprocessing import dequantize, from_unit_float, quantize, to_unit_float
+from flowaug.pixels import dequantize, from_unit_float, quantize, to_unit_float
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int64])
