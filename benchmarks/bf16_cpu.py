@@ -12,7 +12,7 @@ Protocol:
   (same initial weights, data order, noise and dropout).
 - speed: (a) wall-clock seconds of the whole fit divided by its steps (validations included);
   (b) seconds of one training step (forward, backward, AdamW) on a batch of 64, timed with
-  flowaug.cli_fit.seconds_per_step (the estimate `flowaug fit` prints), median of ``--repeats``
+  flowaug.cli.fit_plan.seconds_per_step (the estimate `flowaug fit` prints), median of ``--repeats``
   rounds, the two precisions interleaved round-robin so drifts in machine load hit both.
 - density: the trainer's own final and best validation bits/dim (computed under the run's
   autocast), and the returned model's bits/dim re-evaluated in float32 on the validation and
@@ -79,7 +79,7 @@ def config(precision: str, steps: int, seed: int) -> Any:
 
 def step_seconds(train: Any, repeats: int, seed: int) -> dict[str, float]:
     """Median seconds of one training step per precision, the precisions interleaved."""
-    from flowaug.cli_fit import seconds_per_step
+    from flowaug.cli.fit_plan import seconds_per_step
 
     model = build(seed)
     times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
@@ -92,7 +92,7 @@ def step_seconds(train: Any, repeats: int, seed: int) -> dict[str, float]:
 def step_seconds_32(repeats: int, seed: int) -> dict[str, dict[str, float]]:
     """Median seconds of one training step of the default Glow for 120 RGB 32x32 images in 4
     classes, per batch size and precision, the precisions interleaved."""
-    from flowaug.cli_fit import seconds_per_step
+    from flowaug.cli.fit_plan import seconds_per_step
     from flowaug.data import FlowData
     from flowaug.training import TrainConfig, build_model
 
@@ -127,8 +127,8 @@ def flow_accuracy(model: Any, data: Any) -> float:
 
 
 def one_fit(precision: str, steps: int, seed: int, train: Any, val: Any, test: Any) -> dict:
-    from flowaug.cli import _mean_bpd
     from flowaug.evaluate import classifier_checks
+    from flowaug.evaluate import mean_bits_per_dim as _mean_bpd
     from flowaug.pixels import model_to_image
     from flowaug.sampling import sample_per_class
     from flowaug.training import FlowTrainer

@@ -22,15 +22,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "as_matrix",
-    "fidelity_report",
-    "knn_precision_recall",
-    "label_agreement",
-    "memorization_report",
-    "mmd_rbf",
-    "moment_gaps",
-    "nearest_neighbors",
-    "summary",
+    "as_matrix", "fidelity_report", "knn_precision_recall", "label_agreement",
+    "memorization_report", "mmd_rbf", "moment_gaps", "nearest_neighbors", "predict", "summary",
 ]
 
 
@@ -44,15 +37,12 @@ def as_matrix(x: Any, name: str = "x") -> Tensor:
         x = x.to_numpy()
     if isinstance(x, np.ndarray):
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-            raise TypeError(
-                f"{name} must hold numbers, got a numpy array of dtype {x.dtype}; encode "
-                "categorical columns first."
-            )
+            raise TypeError(f"{name} must hold numbers, got a numpy array of dtype {x.dtype}; "
+                            "encode categorical columns first.")
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, Tensor):
-        raise TypeError(
-            f"{name} must be a tensor, an array or a DataFrame, got {type(x).__name__}."
-        )
+        kind = type(x).__name__
+        raise TypeError(f"{name} must be a tensor, an array or a DataFrame, got {kind}.")
     if x.ndim == 0:
         raise ValueError(f"{name} must have shape [N, ...], got a scalar.")
     if x.shape[0] == 0:
@@ -64,11 +54,7 @@ def as_matrix(x: Any, name: str = "x") -> Tensor:
 
 
 def nearest_neighbors(
-    query: Any,
-    reference: Any,
-    chunk_size: int = 1024,
-    exclude_self: bool = False,
-    k: int = 1,
+    query: Any, reference: Any, chunk_size: int = 1024, exclude_self: bool = False, k: int = 1
 ) -> tuple[Tensor, Tensor]:
     """Euclidean distance from every query row to its ``k``-th nearest reference row.
 
@@ -87,21 +73,26 @@ def nearest_neighbors(
     """
     q, r = as_matrix(query, "query"), as_matrix(reference, "reference")
     if q.shape[1] != r.shape[1]:
-        raise ValueError(
-            f"query has {q.shape[1]} dimensions but reference has {r.shape[1]}; flatten both "
-            "the same way."
-        )
+        raise ValueError(f"query has {q.shape[1]} dimensions but reference has {r.shape[1]}; "
+                         "flatten both the same way.")
     available = r.shape[0] - (1 if exclude_self else 0)
     if not 1 <= k <= available:
         raise ValueError(f"k={k} needs at least {k} reference rows, got {available}.")
     if exclude_self and q.shape[0] != r.shape[0]:
         raise ValueError("exclude_self=True needs query and reference to be the same rows.")
+    return _kth_nearest(q, r, chunk_size, k, torch.arange(q.shape[0]) if exclude_self else None)
+
+
+def _kth_nearest(
+    q: Tensor, r: Tensor, chunk_size: int, k: int = 1, skip: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`nearest_neighbors` on checked matrices; ``skip[i]`` is a row of ``r`` that query
+    row ``i`` may not pick (itself)."""
     dists, index = [], []
     for start in range(0, q.shape[0], chunk_size):
         d = torch.cdist(q[start : start + chunk_size], r)
-        if exclude_self:
-            rows = torch.arange(d.shape[0])
-            d[rows, rows + start] = float("inf")
+        if skip is not None:
+            d[torch.arange(d.shape[0]), skip[start : start + chunk_size]] = float("inf")
         val, idx = d.topk(k, dim=1, largest=False)
         dists.append(val[:, k - 1])
         index.append(idx[:, k - 1])
@@ -110,31 +101,23 @@ def nearest_neighbors(
     return torch.cat(dists), torch.cat(index)
 
 
+_SUMMARY = ("mean", "std", "min", "p05", "median", "p95", "max")
+
+
 def summary(values: Tensor) -> dict[str, float]:
     """``mean``, ``std``, ``min``, ``p05``, ``median``, ``p95``, ``max`` of a 1-D tensor."""
     v = values.double()
     if v.numel() == 0:
-        return {key: float("nan") for key in ("mean", "std", "min", "p05", "median", "p95", "max")}
+        return {key: float("nan") for key in _SUMMARY}
     q = torch.quantile(v, torch.tensor([0.05, 0.5, 0.95], dtype=v.dtype))
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std()) if v.numel() > 1 else 0.0,
-        "min": float(v.min()),
-        "p05": float(q[0]),
-        "median": float(q[1]),
-        "p95": float(q[2]),
-        "max": float(v.max()),
-    }
+    std = v.std() if v.numel() > 1 else 0.0
+    values = (v.mean(), std, v.min(), q[0], q[1], q[2], v.max())
+    return {key: float(x) for key, x in zip(_SUMMARY, values, strict=True)}
 
 
 def memorization_report(
-    synthetic: Any,
-    train: Any,
-    threshold: float = 0.5,
-    chunk_size: int = 1024,
-    baseline_size: int | None = 2000,
-    seed: int = 0,
-    atol: float = 1e-6,
+    synthetic: Any, train: Any, threshold: float = 0.5, chunk_size: int = 1024,
+    baseline_size: int | None = 2000, seed: int = 0, atol: float = 1e-6,
 ) -> dict[str, Any]:
     """Are synthetic samples copies of training samples?
 
@@ -157,8 +140,7 @@ def memorization_report(
         ``dcr`` / ``train_nn`` / ``ratio`` summaries (see :func:`summary`),
         ``share_near_copies`` (ratio below ``threshold``), ``share_exact_copies``,
         ``share_below_train_p05`` (DCR below the 5% quantile of the baseline: a quantile
-        criterion free of ``threshold``). For the nearest training rows themselves use
-        :func:`nearest_neighbors`.
+        criterion free of ``threshold``).
     """
     syn, tr = as_matrix(synthetic, "synthetic"), as_matrix(train, "train")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
@@ -171,33 +153,20 @@ def memorization_report(
     n_train = int(tr.shape[0])
     tr = torch.unique(tr, dim=0)
     if tr.shape[0] < 2:
-        raise ValueError(
-            f"train needs at least 2 distinct rows for a baseline, got {tr.shape[0]}."
-        )
+        raise ValueError(f"train needs at least 2 distinct rows for a baseline, got {tr.shape[0]}.")
+    rows = torch.arange(tr.shape[0])
     if baseline_size is not None and baseline_size < tr.shape[0]:
         g = torch.Generator().manual_seed(seed)
         rows = torch.randperm(tr.shape[0], generator=g)[:baseline_size]
-        base_parts = []
-        for start in range(0, rows.shape[0], chunk_size):
-            chunk = rows[start : start + chunk_size]
-            d = torch.cdist(tr[chunk], tr)
-            d[torch.arange(chunk.shape[0]), chunk] = float("inf")
-            base_parts.append(d.min(dim=1).values)
-        base = torch.cat(base_parts)
-    else:
-        base, _ = nearest_neighbors(tr, tr, chunk_size, exclude_self=True)
+    base, _ = _kth_nearest(tr[rows], tr, chunk_size, skip=rows)
     scale = float(base.median())
     ratio = dcr / scale if scale > 0 else torch.full_like(dcr, float("inf"))
     p05 = float(torch.quantile(base, 0.05))
     n = max(syn.shape[0], 1)
     return {
-        "n_synthetic": int(syn.shape[0]),
-        "n_train": n_train,
-        "dim": int(syn.shape[1]),
+        "n_synthetic": int(syn.shape[0]), "n_train": n_train, "dim": int(syn.shape[1]),
         "threshold": float(threshold),
-        "dcr": summary(dcr),
-        "train_nn": summary(base),
-        "ratio": summary(ratio),
+        "dcr": summary(dcr), "train_nn": summary(base), "ratio": summary(ratio),
         "share_near_copies": float((ratio < threshold).sum()) / n,
         "share_exact_copies": float((dcr <= atol).sum()) / n,
         "share_below_train_p05": float((dcr < p05).sum()) / n,
@@ -268,10 +237,8 @@ def moment_gaps(real: Any, synthetic: Any) -> dict[str, float]:
     r, s = as_matrix(real, "real"), as_matrix(synthetic, "synthetic")
     if r.shape[1] != s.shape[1]:
         raise ValueError(f"real has {r.shape[1]} dimensions but synthetic has {s.shape[1]}.")
-    out = {
-        "mean_gap": float((r.mean(0) - s.mean(0)).abs().mean()),
-        "std_gap": float((r.std(0) - s.std(0)).abs().mean()),
-    }
+    out = {"mean_gap": float((r.mean(0) - s.mean(0)).abs().mean()),
+           "std_gap": float((r.std(0) - s.std(0)).abs().mean())}
     if r.shape[1] > 1 and r.shape[0] > 2 and s.shape[0] > 2:
         cr, cs = torch.corrcoef(r.T).nan_to_num(0.0), torch.corrcoef(s.T).nan_to_num(0.0)
         off = ~torch.eye(r.shape[1], dtype=torch.bool)
@@ -279,27 +246,24 @@ def moment_gaps(real: Any, synthetic: Any) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def label_agreement(model: Any, x: Tensor, y: Any, batch_size: int = 256) -> float:
-    """Share of samples whose class under the flow's own classifier (Bayes' rule) is ``y``.
-
-    Args:
-        model: a class-conditional flow.
-        x: float tensor ``[N, *event_shape]`` in model space.
-        y: ``[N]`` intended classes.
-    """
+def predict(model: Any, x: Tensor, batch_size: int = 256) -> Tensor:
+    """The flow's own classifier (Bayes' rule, uniform prior): the argmax of
+    ``model.classify`` for ``x`` (float tensor ``[N, *event_shape]`` in model space), ``[N]``
+    on CPU, computed in batches."""
     from flowaug.sampling import eval_mode
 
+    with eval_mode(model):
+        return torch.cat([model.classify(x[i : i + batch_size].to(model.device)).argmax(1).cpu()
+                          for i in range(0, x.shape[0], batch_size)] or [torch.empty(0).long()])
+
+
+def label_agreement(model: Any, x: Tensor, y: Any, batch_size: int = 256) -> float:
+    """Share of samples whose class under the flow's own classifier (:func:`predict`) is ``y``
+    (``[N]`` intended classes) for a class-conditional ``model``."""
     y = torch.as_tensor(y).long().reshape(-1)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} samples.")
-    hits = 0
-    with eval_mode(model):
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(model.device)
-            pred = model.classify(xb).argmax(1).cpu()
-            hits += int((pred == y[start : start + batch_size]).sum())
-    return hits / max(x.shape[0], 1)
+    return int((predict(model, x, batch_size) == y).sum()) / max(x.shape[0], 1)
 
 
 def fidelity_report(real: Any, synthetic: Any, k: int = 3, max_samples: int = 2000) -> dict:
@@ -308,10 +272,5 @@ def fidelity_report(real: Any, synthetic: Any, k: int = 3, max_samples: int = 20
     ``real`` and ``synthetic`` are cut to their first ``max_samples`` rows.
     """
     r, s = as_matrix(real, "real")[:max_samples], as_matrix(synthetic, "synthetic")[:max_samples]
-    return {
-        "n_real": int(r.shape[0]),
-        "n_synthetic": int(s.shape[0]),
-        "mmd_rbf": mmd_rbf(r, s),
-        **knn_precision_recall(r, s, k),
-        **moment_gaps(r, s),
-    }
+    return {"n_real": int(r.shape[0]), "n_synthetic": int(s.shape[0]), "mmd_rbf": mmd_rbf(r, s),
+            **knn_precision_recall(r, s, k), **moment_gaps(r, s)}

@@ -39,10 +39,8 @@ def _figure(width: float, height: float):
 
 
 def save_sample_grid(
-    images: Tensor | np.ndarray,
-    path: str | os.PathLike,
-    row_labels: Sequence[str] | None = None,
-    title: str | None = None,
+    images: Tensor | np.ndarray, path: str | os.PathLike,
+    row_labels: Sequence[str] | None = None, title: str | None = None,
 ) -> Path:
     """Save a grid of images, one row per class.
 
@@ -59,9 +57,8 @@ def save_sample_grid(
     arr = images.detach().cpu().float().numpy() if isinstance(images, Tensor) else images
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim != 5 or arr.shape[2] not in (1, 3):
-        raise ValueError(
-            f"images must have shape [rows, cols, C, H, W] with C in (1, 3), got {list(arr.shape)}."
-        )
+        raise ValueError(f"images must have shape [rows, cols, C, H, W] with C in (1, 3), got "
+                         f"{list(arr.shape)}.")
     rows, cols = arr.shape[:2]
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"row_labels has {len(row_labels)} entries for {rows} rows.")
@@ -87,11 +84,7 @@ def save_sample_grid(
     return _save(fig, path)
 
 
-def save_training_curve(
-    history: Any,
-    path: str | os.PathLike,
-    title: str | None = None,
-) -> Path:
+def save_training_curve(history: Any, path: str | os.PathLike, title: str | None = None) -> Path:
     """Plot train and validation bits/dim against steps, marking the best validation step.
 
     Args:
@@ -103,26 +96,18 @@ def save_training_curve(
     records = data.get("records") or []
     if not records:
         raise ValueError("history has no records to plot; train for at least eval_every steps.")
-    steps = [r["step"] for r in records]
     fig = _figure(6.0, 4.0)
     ax = fig.subplots()
     for key, label in (("train_bpd", "train"), ("val_bpd", "validation")):
-        points = [
-            (s, r[key]) for s, r in zip(steps, records, strict=True) if r.get(key) is not None
-        ]
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if points:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker=".", label=label)
     best = data.get("best_step")
     if best is not None and data.get("best_val_bpd") is not None:
         ax.axvline(best, color="gray", linestyle="--", linewidth=1)
-        ax.scatter(
-            [best],
-            [data["best_val_bpd"]],
-            color="black",
-            zorder=3,
-            label=f"best: {data['best_val_bpd']:.3f} @ {best}",
-        )
+        label = f"best: {data['best_val_bpd']:.3f} @ {best}"
+        ax.scatter([best], [data["best_val_bpd"]], color="black", zorder=3, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("bits/dim")
     ax.grid(alpha=0.3)

@@ -17,7 +17,7 @@ from PIL import Image
 
 import flowaug
 from flowaug.cli import main
-from flowaug.cli_fit import CHECKPOINT_AFTER_SECONDS, default_checkpoint_every
+from flowaug.cli.fit_plan import CHECKPOINT_AFTER_SECONDS, default_checkpoint_every
 from flowaug.plots import save_sample_grid
 
 ROOT = Path(__file__).resolve().parents[1]
