@@ -78,14 +78,12 @@ def mean_bits_per_dim(
 
 
 def _model_views(model: Any, data: Any) -> tuple[Tensor, Tensor, Tensor, int | None]:
-    """``(raw, model_space, values01, requantized_from)`` of the data for ``model``.
-
-    ``raw`` goes to :func:`bits_per_dim` (integer codes on the model's levels for image models
-    with levels, so bits/dim are discrete); ``model_space`` is the centre of each code's bin
-    (what the flow classifies); ``values01`` are the image values ``k / (levels - 1)`` that
-    distances are measured on. Integer images of other levels, and float images, are
-    requantized to the model's levels (``requantized_from``: their levels, 0 for floats).
-    """
+    """``(raw, model_space, values01, requantized_from)`` of the data for ``model``: ``raw`` for
+    :func:`bits_per_dim` (integer codes on the model's levels for image models with levels, so
+    bits/dim are discrete), ``model_space`` the centre of each code's bin (what the flow
+    classifies), ``values01`` the image values ``k / (levels - 1)`` distances are measured on.
+    Integer images of other levels, and float images, are requantized to the model's levels
+    (``requantized_from``: their levels, 0 for floats)."""
     from flowaug.pixels import image_to_model
 
     levels, x = model.levels, data.x
@@ -170,8 +168,7 @@ def evaluate(
     temperature: float = 0.8, seed: int = 0, batch_size: int = 256,
     real_per_class: int | None = None, progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` on the labelled real rows of ``data`` (a
-    :class:`~flowaug.data.FlowData` of the model's shape).
+    """Score ``model`` on the labelled real rows of ``data`` (a ``FlowData`` of its shape).
 
     Args:
         held_out: indices of the rows the model never trained on (:func:`held_out_rows`):

@@ -28,11 +28,9 @@ __all__ = [
 
 
 def as_matrix(x: Any, name: str = "x") -> Tensor:
-    """Samples as a float64 CPU tensor ``[N, D]`` (flattening all but the first dimension).
-
-    Accepts tensors, numpy arrays and pandas DataFrames (numeric columns); uint8 images are
-    taken as ``0..255`` values, so convert real and synthetic data alike.
-    """
+    """Samples (tensors, numpy arrays, pandas DataFrames of numeric columns) as a float64 CPU
+    tensor ``[N, D]``, all but the first dimension flattened; uint8 images are taken as
+    ``0..255`` values, so convert real and synthetic data alike."""
     if hasattr(x, "to_numpy") and hasattr(x, "columns"):
         x = x.to_numpy()
     if isinstance(x, np.ndarray):
@@ -56,17 +54,11 @@ def as_matrix(x: Any, name: str = "x") -> Tensor:
 def nearest_neighbors(
     query: Any, reference: Any, chunk_size: int = 1024, exclude_self: bool = False, k: int = 1
 ) -> tuple[Tensor, Tensor]:
-    """Euclidean distance from every query row to its ``k``-th nearest reference row.
-
-    Computed with ``torch.cdist`` over chunks of ``chunk_size`` query rows, so memory stays at
-    ``chunk_size * M`` distances.
-
-    Args:
-        query: ``[N, D]`` samples.
-        reference: ``[M, D]`` samples.
-        exclude_self: ``query`` *is* ``reference`` (same rows, same order): row ``i`` is not
-            its own neighbour (duplicates elsewhere still count, at distance 0).
-        k: which neighbour (1 = nearest).
+    """Euclidean distance from every query row ``[N, D]`` to its ``k``-th nearest (1: the
+    nearest) reference row ``[M, D]``, with ``torch.cdist`` over chunks of ``chunk_size`` query
+    rows (memory: ``chunk_size * M`` distances). ``exclude_self``: ``query`` *is* ``reference``
+    (same rows, same order) and row ``i`` is not its own neighbour (duplicates elsewhere still
+    count, at distance 0).
 
     Returns:
         ``(distance, index)``: float64 tensor ``[N]`` and LongTensor ``[N]`` into ``reference``.
@@ -111,8 +103,8 @@ def summary(values: Tensor) -> dict[str, float]:
         return {key: float("nan") for key in _SUMMARY}
     q = torch.quantile(v, torch.tensor([0.05, 0.5, 0.95], dtype=v.dtype))
     std = v.std() if v.numel() > 1 else 0.0
-    values = (v.mean(), std, v.min(), q[0], q[1], q[2], v.max())
-    return {key: float(x) for key, x in zip(_SUMMARY, values, strict=True)}
+    stats = (v.mean(), std, v.min(), q[0], q[1], q[2], v.max())
+    return {key: float(x) for key, x in zip(_SUMMARY, stats, strict=True)}
 
 
 def memorization_report(
@@ -127,12 +119,10 @@ def memorization_report(
     sample is a near-copy when ``dcr / median(baseline) < threshold``.
 
     Args:
-        synthetic: ``[N, D]`` synthetic samples.
-        train: ``[M, D]`` training samples (``M >= 2``), on the same scale.
-        threshold: ratio below which a sample counts as a near-copy.
-        chunk_size: query rows per ``cdist`` call.
-        baseline_size: training rows used as queries for the baseline (``None``: all).
-        seed: picks the baseline rows.
+        synthetic, train: ``[N, D]`` synthetic and ``[M, D]`` training samples (``M >= 2``), on
+            the same scale.
+        baseline_size: training rows used as queries for the baseline (``None``: all), picked
+            with ``seed``; ``chunk_size``: query rows per ``cdist`` call.
         atol: distances at or below this count as exact copies.
 
     Returns:
@@ -175,17 +165,10 @@ def memorization_report(
 
 # --- fidelity ---------------------------------------------------------------------------------
 def mmd_rbf(x: Any, y: Any, bandwidth: float | None = None, max_samples: int = 2000) -> float:
-    """Squared maximum mean discrepancy with a Gaussian kernel (unbiased estimate).
-
-    Args:
-        x, y: ``[N, D]`` and ``[M, D]`` samples (``N, M >= 2``).
-        bandwidth: kernel width; ``None`` takes the median pairwise distance of the pooled
-            samples (the median heuristic).
-        max_samples: each set is cut to its first ``max_samples`` rows (cost is quadratic).
-
-    Returns:
-        ``MMD^2`` (about 0 for samples of the same distribution; may dip slightly below 0).
-    """
+    """Squared maximum mean discrepancy with a Gaussian kernel (unbiased estimate) of ``[N, D]``
+    and ``[M, D]`` samples (``N, M >= 2``, each cut to its first ``max_samples`` rows: the cost
+    is quadratic): about 0 for samples of the same distribution, may dip slightly below 0.
+    ``bandwidth`` ``None`` takes the median pairwise distance of the pooled samples."""
     a, b = as_matrix(x, "x")[:max_samples], as_matrix(y, "y")[:max_samples]
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError("mmd_rbf needs at least 2 samples in each set.")
@@ -206,17 +189,12 @@ def mmd_rbf(x: Any, y: Any, bandwidth: float | None = None, max_samples: int = 2
 
 
 def knn_precision_recall(real: Any, synthetic: Any, k: int = 3, chunk_size: int = 1024) -> dict:
-    """Improved precision and recall (Kynkaanniemi et al., 2019) with ``k``-NN balls.
+    """Improved precision and recall (Kynkaanniemi et al., 2019, "Improved Precision and Recall
+    Metric for Assessing Generative Models", https://arxiv.org/abs/1904.06991) with ``k``-NN
+    balls: ``{"precision": float, "recall": float, "k": k}``, each share in ``[0, 1]``.
 
     Precision: share of synthetic samples inside some real sample's ball (radius: distance to
     its ``k``-th real neighbour). Recall: share of real samples inside some synthetic ball.
-
-    References:
-        Improved Precision and Recall Metric for Assessing Generative Models
-        https://arxiv.org/abs/1904.06991
-
-    Returns:
-        ``{"precision": float, "recall": float, "k": k}``, each share in ``[0, 1]``.
     """
     r, s = as_matrix(real, "real"), as_matrix(synthetic, "synthetic")
 
@@ -267,10 +245,8 @@ def label_agreement(model: Any, x: Tensor, y: Any, batch_size: int = 256) -> flo
 
 
 def fidelity_report(real: Any, synthetic: Any, k: int = 3, max_samples: int = 2000) -> dict:
-    """MMD, k-NN precision/recall and moment gaps in one JSON-serializable dict.
-
-    ``real`` and ``synthetic`` are cut to their first ``max_samples`` rows.
-    """
+    """MMD, k-NN precision/recall and moment gaps in one JSON-serializable dict (``real`` and
+    ``synthetic`` cut to their first ``max_samples`` rows)."""
     r, s = as_matrix(real, "real")[:max_samples], as_matrix(synthetic, "synthetic")[:max_samples]
     return {"n_real": int(r.shape[0]), "n_synthetic": int(s.shape[0]), "mmd_rbf": mmd_rbf(r, s),
             **knn_precision_recall(r, s, k), **moment_gaps(r, s)}

@@ -42,18 +42,9 @@ def save_sample_grid(
     images: Tensor | np.ndarray, path: str | os.PathLike,
     row_labels: Sequence[str] | None = None, title: str | None = None,
 ) -> Path:
-    """Save a grid of images, one row per class.
-
-    Args:
-        images: ``[R, N, C, H, W]`` (R rows of N images; ``C`` = 1 or 3) with values in
-            ``[0, 1]``.
-        path: PNG file to write (folders are created).
-        row_labels: one label per row, drawn on the left (e.g. class names).
-        title: figure title.
-
-    Returns:
-        the path written.
-    """
+    """Save a grid of ``images`` ``[R, N, C, H, W]`` (R rows of N images, ``C`` 1 or 3, values
+    in ``[0, 1]``), one row per class, to the PNG file ``path`` (folders are created) with one
+    of ``row_labels`` (e.g. class names) left of each row; returns the path written."""
     arr = images.detach().cpu().float().numpy() if isinstance(images, Tensor) else images
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim != 5 or arr.shape[2] not in (1, 3):
@@ -73,8 +64,7 @@ def save_sample_grid(
                 ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             else:
                 ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             for spine in ax.spines.values():
                 spine.set_visible(False)
         if row_labels is not None:
@@ -85,13 +75,9 @@ def save_sample_grid(
 
 
 def save_training_curve(history: Any, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Plot train and validation bits/dim against steps, marking the best validation step.
-
-    Args:
-        history: a :class:`flowaug.training.History` or its ``to_dict()`` form.
-        path: PNG file to write.
-        title: figure title.
-    """
+    """Plot train and validation bits/dim of ``history`` (a :class:`flowaug.training.History`
+    or its ``to_dict()`` form) against steps, marking the best validation step, to the PNG file
+    ``path``."""
     data: Mapping[str, Any] = history if isinstance(history, Mapping) else history.to_dict()
     records = data.get("records") or []
     if not records:
@@ -108,8 +94,7 @@ def save_training_curve(history: Any, path: str | os.PathLike, title: str | None
         ax.axvline(best, color="gray", linestyle="--", linewidth=1)
         label = f"best: {data['best_val_bpd']:.3f} @ {best}"
         ax.scatter([best], [data["best_val_bpd"]], color="black", zorder=3, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits/dim")
+    ax.set(xlabel="step", ylabel="bits/dim")
     ax.grid(alpha=0.3)
     ax.legend()
     if title:

@@ -14,14 +14,5 @@ from flowaug.cli.quickstart import (
 )
 from flowaug.cli.registry import COMMANDS, Command, build_parser, command, main
 
-__all__ = [
-    "COMMANDS",
-    "Command",
-    "QUICKSTART_MODEL",
-    "QUICKSTART_STEPS",
-    "QUICKSTART_TRAIN",
-    "build_parser",
-    "command",
-    "main",
-    "quickstart_split",
-]
+__all__ = ["COMMANDS", "Command", "QUICKSTART_MODEL", "QUICKSTART_STEPS", "QUICKSTART_TRAIN",
+           "build_parser", "command", "main", "quickstart_split"]

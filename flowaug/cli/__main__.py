@@ -1,7 +1,5 @@
 """``python -m flowaug.cli``: the ``flowaug`` command."""
 
-import sys
-
 from flowaug.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

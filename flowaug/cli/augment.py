@@ -127,9 +127,7 @@ def _augment(args: argparse.Namespace) -> int:
             augmented.save_to_disk(str(folder))
 
     _write_folder_atomically(out, save)
-    table = _class_table(augmented, label_column)
-    _print_class_table(table)
-    n_real, n_synthetic = (sum(row[i] for row in table) for i in (1, 2))
+    n_real, n_synthetic = _print_class_table(_class_table(augmented, label_column))
     print(f"{len(augmented)} rows ({n_real} real, {n_synthetic} synthetic) -> {out} "
           f"({time.perf_counter() - started:.0f} s)")
     return 0
@@ -165,24 +163,23 @@ def _class_table(ds: Any, label_column: str) -> list[tuple[str, int, int]]:
     synthetic = np.asarray(columns[SYNTHETIC_COLUMN], dtype=bool)
     feature = ds.features[label_column]
     if isinstance(feature, ClassLabel):
-        values, names = list(range(feature.num_classes)), list(feature.names)
+        pairs = list(enumerate(feature.names))
     else:
-        values = np.unique(labels).tolist()
-        names = [str(v) for v in values]
-    return [
-        (name, int(((labels == v) & ~synthetic).sum()), int(((labels == v) & synthetic).sum()))
-        for v, name in zip(values, names, strict=True)
-    ]
+        pairs = [(v, str(v)) for v in np.unique(labels).tolist()]
+    return [(name, int(((labels == v) & ~synthetic).sum()), int(((labels == v) & synthetic).sum()))
+            for v, name in pairs]
 
 
-def _print_class_table(table: Sequence[tuple[str, int, int]]) -> None:
-    """Prints ``(class, real, synthetic)`` rows and their totals as a table."""
+def _print_class_table(table: Sequence[tuple[str, int, int]]) -> tuple[int, int]:
+    """Prints ``(class, real, synthetic)`` rows and their totals as a table; returns the
+    totals."""
     width = max([len("class"), *(len(name) for name, _, _ in table)])
     print(f"{'class':<{width}}  {'real':>8}  {'synthetic':>9}")
     for name, real, synthetic in table:
         print(f"{name:<{width}}  {real:>8}  {synthetic:>9}")
     n_real, n_synthetic = (sum(row[i] for row in table) for i in (1, 2))
     print(f"{'total':<{width}}  {n_real:>8}  {n_synthetic:>9}")
+    return n_real, n_synthetic
 
 
 def _write_augmented_folder(
@@ -196,8 +193,7 @@ def _write_augmented_folder(
 
     written = _write_folder_atomically(out, write)
     table = [(row.name, row.real, row.synthetic) for row in written]
-    _print_class_table(table)
-    n_real, n_synthetic = (sum(row[i] for row in table) for i in (1, 2))
+    n_real, n_synthetic = _print_class_table(table)
     missing = [name for name, real, synthetic in table if real + synthetic == 0]
     if missing:
         print(f"flowaug augment: note: classes {missing} have no images, hence no folder; "

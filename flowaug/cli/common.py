@@ -75,7 +75,7 @@ def class_grid(model: Any, n: int, temperature: float, seed: int, classes: Seque
     """Samples ``[len(classes), n, C, H, W]`` in ``[0, 1]``, quantized to the model's levels."""
     import torch
 
-    from flowaug.pixels import model_to_image
+    from flowaug.pixels import quantize
 
     generator = torch.Generator(device=model.device).manual_seed(seed)
     rows = []
@@ -83,7 +83,9 @@ def class_grid(model: Any, n: int, temperature: float, seed: int, classes: Seque
         for c in classes:
             y = torch.full((n,), int(c), dtype=torch.long, device=model.device)
             x = model.sample(y, temperature=temperature, generator=generator).cpu()
-            rows.append(model_to_image(x, model.levels))
+            if model.levels is not None:
+                x = quantize(x, model.levels).float() / (model.levels - 1)
+            rows.append(x)
     return torch.stack(rows)
 
 

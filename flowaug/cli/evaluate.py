@@ -4,9 +4,11 @@ report as a table (and writes it as JSON with ``--json``)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,17 +83,15 @@ def _check_data(args: argparse.Namespace, model: Any, data: Any) -> None:
               file=sys.stderr)
 
 
-class _Progress:
+def _progress_lines() -> Callable[[str], None]:
     """Numbered progress lines on stderr, with the seconds since the start."""
+    started, count = time.perf_counter(), itertools.count(1)
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.count, self.started = enabled, 0, time.perf_counter()
+    def line(what: str) -> None:
+        seconds = time.perf_counter() - started
+        print(f"[{next(count)}/4 {seconds:4.0f} s] {what}", file=sys.stderr, flush=True)
 
-    def __call__(self, what: str) -> None:
-        self.count += 1
-        if self.enabled:
-            seconds = time.perf_counter() - self.started
-            print(f"[{self.count}/4 {seconds:4.0f} s] {what}", file=sys.stderr, flush=True)
+    return line
 
 
 @command(
@@ -133,7 +133,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate(
         model, data, held_out=held, n_per_class=args.n_per_class, temperature=args.temperature,
         seed=args.seed, batch_size=args.batch_size, real_per_class=args.real_per_class,
-        progress=_Progress(not args.no_progress),
+        progress=None if args.no_progress else _progress_lines(),
     )
     report = {
         "model": str(args.model), "data": str(args.data), "n_rows": report["n_rows"],

@@ -116,8 +116,8 @@ def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):
 
 
 def _model_and_parts(args: argparse.Namespace, data: Any, pool: Any, model_kwargs: dict):
-    """``(model, train, val)``: the library's split of ``data`` and the model it picks (or
-    ``--init``'s), seeded with ``--seed``."""
+    """``(model, train, val)``: the library's split of ``data`` (``train_val_split``) and the
+    model it picks (``build_model``; or ``--init``'s), seeded with ``--seed``."""
     import torch
 
     from flowaug.training import build_model, train_val_split
@@ -178,12 +178,10 @@ def _fit(args: argparse.Namespace) -> int:
     model, train, val = _model_and_parts(args, data, pool, model_kwargs)
     num_pool = 0 if pool is None else len(pool)
     config, step_seconds = _config(args, out, model, train, num_pool)
-    print(
-        f"{args.data}: {len(train)} train / {0 if val is None else len(val)} validation "
-        f"samples of shape {list(data.event_shape)}, {data.num_classes} classes"
-        + (f", {num_pool} unlabelled" if num_pool else "")
-        + f"; {type(model).__name__}, {config.max_steps} steps max"
-    )
+    unlabelled = f", {num_pool} unlabelled" if num_pool else ""
+    print(f"{args.data}: {len(train)} train / {0 if val is None else len(val)} validation samples "
+          f"of shape {list(data.event_shape)}, {data.num_classes} classes{unlabelled}; "
+          f"{type(model).__name__}, {config.max_steps} steps max")
     if data.y is None:
         print(f"note: {args.data} has no labels, so this model is unconditional; "
               "class-conditional sampling and `flowaug augment` need labelled data.")
