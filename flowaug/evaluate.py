@@ -20,6 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowaug.metrics import fidelity_report, label_agreement, memorization_report, predict
+from flowaug.pixels import image_to_model, model_to_image
+from flowaug.sampling import eval_mode, sample_per_class
+from flowaug.training import prepare_batch, split_index
+
 __all__ = [
     "SPLIT_FILE", "PRECISION_MEANS", "RECALL_MEANS", "bits_per_dim", "class_names",
     "classifier_checks", "evaluate", "held_out_rows", "mean_bits_per_dim", "scope_text",
@@ -51,9 +56,6 @@ def bits_per_dim(
     """Bits/dim ``[N]`` (on the model's device) of raw rows ``x`` with labels ``y [N]``, in
     batches: integer rows are dequantized with noise from ``generator`` (on its device) and
     scored in discrete terms, float rows (model space) in continuous terms."""
-    from flowaug.sampling import eval_mode
-    from flowaug.training import prepare_batch
-
     parts = []
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
@@ -84,8 +86,6 @@ def _model_views(model: Any, data: Any) -> tuple[Tensor, Tensor, Tensor, int | N
     classifies), ``values01`` the image values ``k / (levels - 1)`` distances are measured on.
     Integer images of other levels, and float images, are requantized to the model's levels
     (``requantized_from``: their levels, 0 for floats)."""
-    from flowaug.pixels import image_to_model
-
     levels, x = model.levels, data.x
     if data.is_image and levels is not None:
         requantized_from = None
@@ -124,8 +124,6 @@ def _likelihood_scores(model: Any, raw: Tensor, x_model: Tensor, y: Tensor, seed
                        batch_size: int) -> tuple[float, float, dict[str, float]]:
     """Bits/dim (one fixed-seed noise draw), the flow classifier's accuracy and its accuracy
     per class on the rows."""
-    from flowaug.metrics import predict
-
     generator = torch.Generator(device=model.device).manual_seed(seed)
     bpd = bits_per_dim(model, raw, y, generator, batch_size).cpu().double().mean()
     hits = predict(model, x_model, batch_size) == y
@@ -140,8 +138,6 @@ def _likelihood_scores(model: Any, raw: Tensor, x_model: Tensor, y: Tensor, seed
 def _rows(data: Any, held_out: Any, seed: int) -> tuple[Any, Tensor, Tensor]:
     """``(scored, train, test)``: the rows bits/dim and the flow's classifier are scored on, and
     the classifier checks' training and test rows (the held-out rows, else a seeded half)."""
-    from flowaug.training import split_index
-
     if held_out is None:
         train_idx, test_idx = (torch.as_tensor(i) for i in split_index(data, 0.5, seed))
         return slice(None), train_idx, test_idx
@@ -153,10 +149,6 @@ def _samples(model: Any, discrete: bool, n_per_class: int, temperature: float, s
              batch_size: int) -> tuple[Tensor, Tensor, float]:
     """``n_per_class`` samples of every class as values in ``[0, 1]`` (on the model's levels
     when ``discrete``), their labels, and the share the flow's own classifier agrees with."""
-    from flowaug.metrics import label_agreement
-    from flowaug.pixels import image_to_model, model_to_image
-    from flowaug.sampling import sample_per_class
-
     x_syn, y_syn = sample_per_class(model, n_per_class, temperature, seed, batch_size)
     syn01 = model_to_image(x_syn, model.levels) if discrete else x_syn
     syn_model = image_to_model(syn01, model.levels) if discrete else x_syn
@@ -182,8 +174,6 @@ def evaluate(
         a JSON-serializable report (bits/dim, ``classifier_accuracy``, ``memorization``,
         ``fidelity``, ``classifier_checks`` with its verdict, ...).
     """
-    from flowaug.metrics import fidelity_report, memorization_report
-
     progress = progress or (lambda line: None)
     raw, x_model, values01, requantized_from = _model_views(model, data)
     discrete = not raw.is_floating_point()

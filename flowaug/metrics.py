@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowaug.sampling import eval_mode
+
 __all__ = [
     "as_matrix", "fidelity_report", "knn_precision_recall", "label_agreement",
     "memorization_report", "mmd_rbf", "moment_gaps", "nearest_neighbors", "predict", "summary",
@@ -228,8 +230,6 @@ def predict(model: Any, x: Tensor, batch_size: int = 256) -> Tensor:
     """The flow's own classifier (Bayes' rule, uniform prior): the argmax of
     ``model.classify`` for ``x`` (float tensor ``[N, *event_shape]`` in model space), ``[N]``
     on CPU, computed in batches."""
-    from flowaug.sampling import eval_mode
-
     with eval_mode(model):
         return torch.cat([model.classify(x[i : i + batch_size].to(model.device)).argmax(1).cpu()
                           for i in range(0, x.shape[0], batch_size)] or [torch.empty(0).long()])

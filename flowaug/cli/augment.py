@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from flowaug._checks import check_threshold
 from flowaug.cli.common import (
     DATA_HELP,
     add_column_arguments,
@@ -20,6 +23,10 @@ from flowaug.cli.common import (
     check_out_dir,
 )
 from flowaug.cli.registry import command
+from flowaug.data import find_columns, load_hf_dataset
+from flowaug.imagefolder_export import write_image_folder
+from flowaug.io import load
+from flowaug.replace_dir import recover_folder, replace_folder, staging_folder
 
 
 def _augment_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,8 +52,6 @@ def _augment_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    from flowaug._checks import check_threshold
-
     if args.ratio is not None and not (math.isfinite(args.ratio) and args.ratio >= 0):
         raise ValueError(f"--ratio must be a number >= 0 (synthetic rows per real row), got "
                          f"{args.ratio}.")
@@ -58,8 +63,6 @@ def _check_options(args: argparse.Namespace) -> None:
 def _data(args: argparse.Namespace, model: Any) -> tuple[Any, str | None, str]:
     """``--data`` as a ``datasets.Dataset`` with its image and label columns, refused when the
     model cannot augment it."""
-    from flowaug.data import find_columns, load_hf_dataset
-
     if args.format == "imagefolder" and len(model.event_shape) != 3:
         raise ValueError(f"--format imagefolder writes images, but {args.model} holds a "
                          f"{type(model).__name__} of feature vectors (a table); drop --format "
@@ -100,8 +103,6 @@ def _data(args: argparse.Namespace, model: Any) -> tuple[Any, str | None, str]:
 )
 def _augment(args: argparse.Namespace) -> int:
     from flowaug.hf import augment_dataset, progress_bars
-    from flowaug.io import load
-    from flowaug.replace_dir import recover_folder
 
     out = Path(args.out)
     note = recover_folder(out)  # what a killed earlier run left
@@ -138,8 +139,6 @@ def _write_folder_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
     with :func:`flowaug.replace_dir.replace_folder`: a kill at any moment leaves the previous
     output or the new one (see that module for the one fallback window and its recovery).
     Returns what ``write`` returns."""
-    from flowaug.replace_dir import replace_folder, staging_folder
-
     out = out.absolute()
     tmp = staging_folder(out)
     try:
@@ -153,7 +152,6 @@ def _write_folder_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
 
 def _class_table(ds: Any, label_column: str) -> list[tuple[str, int, int]]:
     """``(class name, real rows, synthetic rows)`` per class of an augmented dataset."""
-    import numpy as np
     from datasets import ClassLabel
 
     from flowaug.hf import SYNTHETIC_COLUMN
@@ -186,8 +184,6 @@ def _write_augmented_folder(
     augmented: Any, model: Any, out: Path, image_column: str, label_column: str, started: float
 ) -> int:
     """``flowaug augment --format imagefolder``: PNG files in class folders, atomically."""
-    from flowaug.imagefolder_export import write_image_folder
-
     def write(folder: Path) -> Any:
         return write_image_folder(augmented, folder, model.event_shape, image_column, label_column)
 

@@ -7,6 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from flowaug.evaluate import class_names
+from flowaug.pixels import quantize
+from flowaug.plots import save_sample_grid
+
 DATA_HELP = (
     "sklearn:<digits|iris|wine|breast_cancer>, a datasets.save_to_disk folder, or an image "
     "folder root/<class>/<image>"
@@ -73,10 +79,6 @@ def check_out_dir(out: Path, overwrite: bool, keep: Sequence[tuple[str, str]]) -
 
 def class_grid(model: Any, n: int, temperature: float, seed: int, classes: Sequence[int]):
     """Samples ``[len(classes), n, C, H, W]`` in ``[0, 1]``, quantized to the model's levels."""
-    import torch
-
-    from flowaug.pixels import quantize
-
     generator = torch.Generator(device=model.device).manual_seed(seed)
     rows = []
     with torch.no_grad():
@@ -91,9 +93,6 @@ def class_grid(model: Any, n: int, temperature: float, seed: int, classes: Seque
 
 def save_samples(model: Any, path: Path, n: int, temperature: float, seed: int) -> Path:
     """A grid of ``n`` samples per class (one labelled row each) written to ``path``."""
-    from flowaug.evaluate import class_names
-    from flowaug.plots import save_sample_grid
-
     grid = class_grid(model, n, temperature, seed, list(range(max(model.num_classes, 1))))
     title = f"samples, temperature {temperature}"
     return save_sample_grid(grid, path, row_labels=class_names(model), title=title)

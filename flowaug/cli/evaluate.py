@@ -12,8 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flowaug.cli.common import DATA_HELP, add_column_arguments, check_at_least
 from flowaug.cli.registry import command
+from flowaug.data import FlowData, as_flow_data, load_data, load_hf_dataset
+from flowaug.evaluate import PRECISION_MEANS, RECALL_MEANS, evaluate, held_out_rows, scope_text
+from flowaug.io import atomic_write_bytes, load
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,9 +44,6 @@ def _real_rows(args: argparse.Namespace, model: Any) -> tuple[Any, int]:
     """The rows of ``--data`` without its ``is_synthetic`` ones, as a
     :class:`~flowaug.data.FlowData` (tables through the model's column encoders), and the
     number of synthetic rows skipped."""
-    import numpy as np
-
-    from flowaug.data import FlowData, as_flow_data, load_data, load_hf_dataset
     from flowaug.hf import SYNTHETIC_COLUMN
 
     encoder = getattr(model, "encoder", None)  # a TabularFlow built by from_frame
@@ -113,9 +115,6 @@ def _progress_lines() -> Callable[[str], None]:
     ),
 )
 def _evaluate(args: argparse.Namespace) -> int:
-    from flowaug.evaluate import evaluate, held_out_rows, scope_text
-    from flowaug.io import atomic_write_bytes, load
-
     check_at_least("--n-per-class", args.n_per_class, 1)
     check_at_least("--batch-size", args.batch_size, 1)
     check_at_least("--real-per-class", args.real_per_class, 1)
@@ -150,8 +149,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_report(args: argparse.Namespace, report: dict[str, Any], scope: str) -> None:
-    from flowaug.evaluate import PRECISION_MEANS, RECALL_MEANS
-
     checks, memo, fidelity = (report[k] for k in ("classifier_checks", "memorization", "fidelity"))
     levels, num_classes = report["levels"], report["num_classes"]
     discrete = report["bits_per_dim_kind"] == "discrete"

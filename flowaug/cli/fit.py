@@ -9,9 +9,30 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from flowaug.cli.common import DATA_HELP, add_training_arguments, check_out_dir, save_samples
-from flowaug.cli.fit_plan import CHECKPOINT_AFTER_SECONDS
+from flowaug.cli.fit_plan import (
+    CHECKPOINT_AFTER_SECONDS,
+    default_checkpoint_every,
+    describe_plan,
+    interrupted_line,
+    seconds_per_step,
+)
 from flowaug.cli.registry import command
+from flowaug.data import FlowData, load_data, to_hf_dataset
+from flowaug.evaluate import write_split
+from flowaug.flows.tabular import TabularFlow
+from flowaug.interrupts import TrainingInterrupted
+from flowaug.plots import save_training_curve
+from flowaug.training import (
+    FlowTrainer,
+    build_model,
+    default_config,
+    split_index,
+    train_val_split,
+)
+from flowaug.transfer import transfer_model
 
 _MODEL_OPTIONS = ("depth", "hidden", "dropout")
 
@@ -74,10 +95,6 @@ def _check_arguments(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _unlabelled_pool(args: argparse.Namespace, data: Any) -> Any:
     """The unlabelled examples of a fit: ``--data``'s label -1 rows plus ``--unlabelled``."""
-    import torch
-
-    from flowaug.data import load_data
-
     parts = [] if data.y is None else [data.unlabelled().x]
     if args.unlabelled is not None:
         extra = load_data(args.unlabelled, levels=data.levels, option="--unlabelled",
@@ -101,9 +118,6 @@ def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):
     """A ``TabularFlow.from_frame`` model for labelled feature vectors, its encoders learned on
     the training part, and both parts encoded by them: ``(model, train, val)``. The frame has
     the columns ``to_hf_dataset`` gives the same data (``flowaug augment --data`` reads it so)."""
-    from flowaug.data import FlowData, to_hf_dataset
-    from flowaug.flows.tabular import TabularFlow
-
     def encoded(part: Any, frame: Any) -> Any:
         x, y = model.encode_frame(frame, seed=seed)
         names, k = part.class_names, part.num_classes
@@ -118,18 +132,12 @@ def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):
 def _model_and_parts(args: argparse.Namespace, data: Any, pool: Any, model_kwargs: dict):
     """``(model, train, val)``: the library's split of ``data`` (``train_val_split``) and the
     model it picks (``build_model``; or ``--init``'s), seeded with ``--seed``."""
-    import torch
-
-    from flowaug.training import build_model, train_val_split
-
     train, val = data, None
     if args.val_fraction > 0:
         train, val = train_val_split(data, args.val_fraction, args.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         if args.init is not None:
-            from flowaug.transfer import transfer_model
-
             return transfer_model(args.init, data.num_classes, data.class_names), train, val
         if data.is_image or data.y is None:
             total = len(data) + (0 if pool is None else len(pool))
@@ -141,9 +149,6 @@ def _model_and_parts(args: argparse.Namespace, data: Any, pool: Any, model_kwarg
 def _config(args: argparse.Namespace, out: Path, model: Any, train: Any, num_pool: int):
     """The library's training defaults for the data size with the options given, and the
     seconds one step takes (which sets the default checkpoint interval)."""
-    from flowaug.cli.fit_plan import default_checkpoint_every, seconds_per_step
-    from flowaug.training import default_config
-
     named = dict(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                  eval_every=args.eval_every, patience=args.patience, max_time=args.max_time)
     config = default_config(
@@ -162,11 +167,6 @@ def _config(args: argparse.Namespace, out: Path, model: Any, train: Any, num_poo
 @command("fit", help="fit a class-conditional flow to a data set and save it",
          arguments=_fit_arguments)
 def _fit(args: argparse.Namespace) -> int:
-    from flowaug.cli.fit_plan import describe_plan, interrupted_line
-    from flowaug.data import load_data
-    from flowaug.interrupts import TrainingInterrupted
-    from flowaug.training import FlowTrainer
-
     out = Path(args.out)
     model_kwargs = _check_arguments(args, out)
     data = load_data(args.data, levels=args.levels, allow_unlabelled=True,
@@ -204,10 +204,6 @@ def _report(args: argparse.Namespace, out: Path, data: Any, model: Any, config: 
             history: Any, has_val: bool) -> None:
     """What a finished fit prints and writes next to the model: the held-out record, the
     training curve and (images) a sample grid."""
-    from flowaug.evaluate import write_split
-    from flowaug.plots import save_training_curve
-    from flowaug.training import split_index
-
     if config.max_time is not None and history.steps < config.max_steps:
         if not history.stopped_early:
             print(f"time budget of {config.max_time:g} s reached at step {history.steps}: "

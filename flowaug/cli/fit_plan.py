@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
+import torch
+
+from flowaug.interrupts import signal_name
+from flowaug.training import prepare_batch
 
 __all__ = [
     "seconds_per_step", "default_checkpoint_every", "describe_plan", "interrupted_line",
@@ -27,10 +29,6 @@ def seconds_per_step(
     batch of ``config.batch_size`` rows of ``x``, timed on a copy after one warm-up step.
 
     The model itself is not touched (no ActNorm initialization, no update)."""
-    import torch
-
-    from flowaug.training import prepare_batch
-
     cuda = torch.cuda.is_available() and not config.cpu
     device = torch.device("cuda" if cuda else "cpu")
     probe = copy.deepcopy(model).to(device).train()
@@ -109,8 +107,6 @@ def describe_plan(model: Any, config: Any, step_seconds: float, has_val: bool) -
 def interrupted_line(err: Any, out: Any, resumable: bool) -> str:
     """One line for a fit stopped by a signal (``err``: a
     :class:`flowaug.interrupts.TrainingInterrupted`)."""
-    from flowaug.interrupts import signal_name
-
     history = err.history
     best = ""
     if history.best_step is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import torch
+
 from flowaug.cli.common import (
     DATA_HELP,
     add_column_arguments,
@@ -12,6 +14,8 @@ from flowaug.cli.common import (
     check_at_least,
 )
 from flowaug.cli.registry import command
+from flowaug.data import find_columns, load_hf_dataset
+from flowaug.io import load
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,11 +45,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     ),
 )
 def _generate(args: argparse.Namespace) -> int:
-    import torch
     from accelerate import PartialState
 
-    from flowaug.data import find_columns, load_hf_dataset
-    from flowaug.io import load
     from flowaug.shards import load_synthetic_shards, write_synthetic_shards
 
     check_at_least("--n-per-class", args.n_per_class, 0)

@@ -8,8 +8,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from flowaug._checks import check_temperature
 from flowaug.cli.common import add_training_arguments, check_out_dir, save_samples
 from flowaug.cli.registry import command
+from flowaug.data import load_sklearn
+from flowaug.evaluate import mean_bits_per_dim, write_split
+from flowaug.flows.glow import Glow
+from flowaug.plots import save_training_curve
+from flowaug.training import FlowTrainer, TrainConfig
 
 #: Glow settings of ``flowaug quickstart`` (scikit-learn digits, 1,068 training images).
 QUICKSTART_MODEL: dict[str, Any] = dict(depth=8, hidden=64, dropout=0.2, cond_dim=32,
@@ -26,10 +35,7 @@ def quickstart_split():
     """The quickstart's digits split: ``(digits, train, val, test)``, the last three sorted
     index arrays of 1068 / 189 / 540 images (stratified 70/30, then 15% of the 70% for
     validation, ``random_state=0``)."""
-    import numpy as np
     from sklearn.model_selection import train_test_split
-
-    from flowaug.data import load_sklearn
 
     data = load_sklearn("digits")
     labels = data.y.numpy()
@@ -59,14 +65,6 @@ def _quickstart_arguments(p: argparse.ArgumentParser) -> None:
     ),
 )
 def _quickstart(args: argparse.Namespace) -> int:
-    import torch
-
-    from flowaug._checks import check_temperature
-    from flowaug.evaluate import mean_bits_per_dim, write_split
-    from flowaug.flows.glow import Glow
-    from flowaug.plots import save_training_curve
-    from flowaug.training import FlowTrainer, TrainConfig
-
     started = time.perf_counter()
     out = Path(args.out)
     check_out_dir(out, args.overwrite, [])

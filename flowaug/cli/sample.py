@@ -7,8 +7,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flowaug.cli.common import check_at_least, class_grid
 from flowaug.cli.registry import command
+from flowaug.evaluate import class_names
+from flowaug.frame_sampling import check_frame_size
+from flowaug.io import load
+from flowaug.plots import save_sample_grid
+from flowaug.sizes import check_count_in_memory, flow_sample_bytes
 
 
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,13 +35,6 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
     arguments=_sample_arguments,
 )
 def _sample(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from flowaug.evaluate import class_names
-    from flowaug.io import load
-    from flowaug.plots import save_sample_grid
-    from flowaug.sizes import check_count_in_memory, flow_sample_bytes
-
     check_at_least("--n", args.n, 1)
     model = load(args.model)
     if len(model.event_shape) != 3:
@@ -61,8 +61,6 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _sample_table(model: Any, args: argparse.Namespace) -> int:
     """``flowaug sample`` on a table model: ``--n`` rows per class as CSV, a preview printed."""
-    from flowaug.frame_sampling import check_frame_size
-
     if getattr(model, "encoder", None) is None:
         raise ValueError(f"{args.model} holds a {type(model).__name__} without column encoders; "
                          "sample it in Python (model.sample), or fit it with `flowaug fit` on "
