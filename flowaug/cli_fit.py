@@ -1,1 +1,2 @@
-from flowaug.cli.fit_plan import *  # noqa: F403  # shim: removed in the final sweep of issue 11
+# shim: removed in the final sweep of issue 11
+from flowaug.cli.fit_plan import *  # noqa: F403

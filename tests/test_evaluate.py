@@ -76,3 +76,30 @@ def test_evaluate_warns_loudly_on_rows_it_cannot_place(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "WARNING" in captured.err and "optimistic" in captured.err
     assert "scored on all 1797 rows" in captured.out
+
+
+def test_the_library_report_and_its_one_bits_per_dim_loop():
+    import torch
+
+    import flowaug
+    from flowaug.evaluate import bits_per_dim, evaluate, mean_bits_per_dim
+
+    data = load_sklearn("digits").subset(range(200))
+    config = flowaug.TrainConfig(batch_size=32, max_steps=2, eval_every=2, progress=False)
+    model = flowaug.fit(data, config=config, depth=1, hidden=8)
+    # the loop in batches is model.nll_bits_per_dim of the whole set with the same noise
+    whole = model.nll_bits_per_dim(data.x, data.y, torch.Generator().manual_seed(5))
+    batched = bits_per_dim(model, data.x, data.y, torch.Generator().manual_seed(5), batch_size=7)
+    assert torch.allclose(batched, whole, atol=1e-5)
+    draws = [float(bits_per_dim(model, data.x, data.y, torch.Generator().manual_seed(k)).mean())
+             for k in (3, 4)]
+    assert mean_bits_per_dim(model, data.x, data.y, draws=2, seed=3) == sum(draws) / 2
+    lines = []
+    held = np.arange(150, 200)
+    report = evaluate(model, data, held_out=held, n_per_class=3, progress=lines.append)
+    assert len(lines) == 4 and "the 50 rows the fit held out" in lines[0]
+    assert report["n_rows"] == 200 and report["n_evaluated_rows"] == 50
+    assert report["bits_per_dim_kind"] == "discrete" and report["levels"] == 17
+    assert report["classifier_checks"]["n_real_train"] == 150
+    assert report["memorization"]["n_synthetic"] == 30
+    json.dumps(report)  # JSON-serializable

@@ -25,13 +25,7 @@ from flowaug.evaluate import write_split
 from flowaug.flows.tabular import TabularFlow
 from flowaug.interrupts import TrainingInterrupted
 from flowaug.plots import save_training_curve
-from flowaug.training import (
-    FlowTrainer,
-    build_model,
-    default_config,
-    split_index,
-    train_val_split,
-)
+from flowaug.training import FlowTrainer, build_model, default_config, split_index, train_val_split
 from flowaug.transfer import transfer_model
 
 _MODEL_OPTIONS = ("depth", "hidden", "dropout")
