@@ -135,14 +135,12 @@ class SyntheticBank:
         )
 
     def refresh(self, epoch: int) -> bool:
-        """Regenerate for ``epoch`` if it starts a new block of ``refresh_every`` epochs.
+        """Regenerate for ``epoch`` if it starts a new block of ``refresh_every`` epochs; ``True``
+        if the bank changed.
 
         The new samples depend only on ``(seed, epoch // refresh_every)``, and are written in
         place into the shared tensor, so DataLoader workers (fork or spawn) see them. Call it
         from the main process between epochs, e.g. through ``FlowAugment.set_epoch(epoch)``.
-
-        Returns:
-            ``True`` if the bank changed.
         """
         if self.refresh_every is None or int(epoch) // self.refresh_every == self.epoch_block:
             return False
@@ -160,11 +158,8 @@ class SyntheticBank:
             )
 
     def _views(self, dtype: torch.dtype) -> list[list[Tensor]]:
-        """Per-sample views of the bank converted to ``dtype``, cached per process and version.
-
-        Indexing a Python list of views costs far less than tensor indexing, which matters at
-        one draw per image in a DataLoader.
-        """
+        """Per-sample views of the bank converted to ``dtype``, cached per process and version:
+        indexing a list of views costs far less than tensor indexing, at one draw per image."""
         if self._version_view is None:
             self._version_view = self.version.numpy()
         version = int(self._version_view[0])
@@ -178,11 +173,8 @@ class SyntheticBank:
         return entry[1]
 
     def get(self, label: int, index: int, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Sample ``index`` of class ``label`` as an image ``[*event_shape]`` (a fresh copy).
-
-        ``dtype`` float gives values on the data grid in ``[0, 1]``; ``torch.uint8`` gives
-        ``0..255``.
-        """
+        """Sample ``index`` of class ``label``, ``[*event_shape]`` of ``dtype`` (float: the data
+        grid in ``[0, 1]``; ``torch.uint8``: ``0..255``), a fresh copy."""
         self._check_label(label)
         return self._views(dtype)[label][index].clone()
 
@@ -192,13 +184,9 @@ class SyntheticBank:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
-        """A random stored sample of class ``label``: float ``[*event_shape]`` in ``[0, 1]``.
-
-        Args:
-            label: a class index.
-            generator: a CPU ``torch.Generator`` (``None``: torch's global RNG).
-            dtype: output dtype (float: ``[0, 1]``; ``torch.uint8``: ``0..255``).
-        """
+        """A random stored sample of class ``label``, ``[*event_shape]`` of ``dtype`` (float:
+        ``[0, 1]``; ``torch.uint8``: ``0..255``), picked with ``generator`` (a CPU
+        ``torch.Generator``; ``None``: torch's global RNG)."""
         index = int(torch.randint(self.n_per_class, (1,), generator=generator))
         return self.get(int(label), index, dtype)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,19 +44,14 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 def class_counts(
     n_per_class: int | Mapping[int, int] | Sequence[int], num_classes: int
 ) -> dict[int, int]:
-    """Normalize ``n_per_class`` to ``{class: count}``.
-
-    Args:
-        n_per_class: one count for every class, a ``{class: count}`` mapping, or a sequence of
-            ``num_classes`` counts.
-        num_classes: the model's number of classes.
-    """
+    """``{class: count}`` from one count for every class, a ``{class: count}`` mapping, or a
+    sequence of ``num_classes`` counts."""
     if isinstance(n_per_class, bool):
         raise TypeError(
             f"n_per_class must be an int, a mapping or a sequence, got {n_per_class!r}."
         )
     if isinstance(n_per_class, (int, np.integer)):
-        counts = {c: int(n_per_class) for c in range(num_classes)}
+        counts = dict.fromkeys(range(num_classes), int(n_per_class))
     elif isinstance(n_per_class, Mapping):
         counts = {int(c): int(n) for c, n in n_per_class.items()}
     elif isinstance(n_per_class, Sequence) and not isinstance(n_per_class, str):
@@ -88,24 +84,14 @@ def generate(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
 ) -> Tensor:
-    """Temperature sampling in batches, in eval mode and without autograd.
+    """Samples of classes ``labels`` (LongTensor ``[N]``): float ``[N, *event_shape]`` in model
+    space, on the model's device; ``batch_size`` per pass, in eval mode, without autograd.
 
-    Args:
-        model: a class-conditional flow.
-        labels: LongTensor ``[N]`` of classes.
-        temperature: scale of the latent noise; ``< 1`` trades diversity for cleaner samples.
-        generator: a CPU ``torch.Generator``; noise is drawn on the CPU, so results do not
-            depend on the model's device.
-        batch_size: samples per forward pass.
-
-    Returns:
-        float tensor ``[N, *event_shape]`` in model space, on the model's device.
+    The latent noise is drawn on the CPU from ``generator`` (results do not depend on the
+    model's device) and scaled by ``temperature`` (``< 1``: cleaner, less diverse samples).
     """
     model = check_conditional_model(model)
-    return _generate(model, labels, check_temperature(temperature), generator, batch_size)
-
-
-def _generate(model, labels, temperature, generator, batch_size) -> Tensor:
+    temperature = check_temperature(temperature)
     labels = torch.as_tensor(labels).long().reshape(-1)
     out = []
     with eval_mode(model):
@@ -124,16 +110,9 @@ def _generate(model, labels, temperature, generator, batch_size) -> Tensor:
 def posterior_filter(
     model: ConditionalFlow, x: Tensor, y: Tensor, threshold: float, batch_size: int = 256
 ) -> tuple[Tensor, Tensor]:
-    """Which samples the flow assigns to their own class with posterior ``>= threshold``.
-
-    Args:
-        x: float tensor ``[N, *event_shape]`` in model space.
-        y: LongTensor ``[N]``: the class each sample was drawn for.
-        threshold: minimal ``p(y | x)`` under the flow (uniform class prior).
-
-    Returns:
-        ``(keep, posterior)``: BoolTensor ``[N]`` and float tensor ``[N]`` of ``p(y | x)``.
-    """
+    """Which samples ``x`` (model space ``[N, *event_shape]``) the flow assigns to the class
+    they were drawn for, ``y`` ``[N]``, with posterior ``p(y | x) >= threshold`` (uniform class
+    prior): ``(keep, posterior)``, BoolTensor ``[N]`` and float tensor ``[N]``."""
     posts = []
     with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
@@ -166,42 +145,30 @@ def iter_synthetic(
     max_draws_factor: int = 20,
     stats: GenerationStats | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield batches ``(x, y)`` until every class has its count; the building block of the rest.
+    """Yield batches ``(x, y)`` until every class has its ``counts[class]``: float ``[b,
+    *event_shape]`` in model space on the CPU and LongTensor ``[b]``, deterministic for a
+    generator state and ``batch_size``; the building block of the rest.
 
-    Without a filter, labels are laid out class by class and cut into batches of
-    ``batch_size``. With ``filter_threshold``, rounds of sampling oversample each class by its
-    observed acceptance rate and keep samples whose class posterior passes; a class still
-    short after ``max_draws_factor * count`` draws is completed without the filter, with a
-    warning.
-
-    Args:
-        counts: ``{class: number of samples}``.
-        stats: filled in place with per-class draws and acceptances, if given.
-
-    Yields:
-        ``x``: float tensor ``[b, *event_shape]`` in model space (on CPU); ``y``: LongTensor
-        ``[b]``. Deterministic for a given generator state and ``batch_size``.
-    """
+    Without a filter, labels are laid out class by class and cut into batches. With
+    ``filter_threshold``, rounds of sampling oversample each class by its acceptance rate so
+    far and keep samples whose class posterior passes; a class still short after
+    ``max_draws_factor * count`` draws is completed unfiltered, with a warning. ``stats``, if
+    given, is filled in place."""
     model = check_conditional_model(model)
-    temperature = check_temperature(temperature)
     threshold = check_threshold(filter_threshold)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     stats = GenerationStats() if stats is None else stats
-    for c in counts:
-        for tally in (stats.drawn, stats.accepted, stats.unfiltered):
-            tally.setdefault(c, 0)
+    for tally, c in itertools.product((stats.drawn, stats.accepted, stats.unfiltered), counts):
+        tally.setdefault(c, 0)
     need = {c: n for c, n in counts.items() if n > 0}
 
     def draw(plan: Mapping[int, int]) -> Iterator[tuple[Tensor, Tensor]]:
-        """Samples for ``plan`` ``{class: n}``, class after class, in batches (x on the CPU)."""
-        labels = torch.cat(
-            [torch.full((n,), c, dtype=torch.long) for c, n in plan.items() if n]
-            or [torch.empty(0, dtype=torch.long)]
-        )
+        labels = [torch.full((n,), c, dtype=torch.long) for c, n in plan.items() if n]
+        labels = torch.cat(labels or [torch.empty(0, dtype=torch.long)])
         for start in range(0, labels.shape[0], batch_size):
             y = labels[start : start + batch_size]
-            yield _generate(model, y, temperature, generator, batch_size).cpu(), y
+            yield generate(model, y, temperature, generator, batch_size).cpu(), y
 
     if threshold is None:
         yield from draw(need)
@@ -210,12 +177,12 @@ def iter_synthetic(
             stats.accepted[c] += n
         return
     while need:
-        plan = {c: _round_quota(c, n, counts[c] * max_draws_factor, stats) for c, n in need.items()}
+        plan = {c: _quota(stats, c, n, max_draws_factor * counts[c]) for c, n in need.items()}
         for c in [c for c, n in plan.items() if n <= 0]:
             warnings.warn(
-                f"only {stats.accepted[c] / max(stats.drawn[c], 1):.0%} of the samples for class "
-                f"{c} reached filter_threshold={threshold} after {stats.drawn[c]} draws; the "
-                f"last {need[c]} are taken unfiltered. Lower filter_threshold or train the model "
+                f"only {stats.acceptance_rate()[c]:.0%} of the samples for class {c} reached "
+                f"filter_threshold={threshold} after {stats.drawn[c]} draws; the last "
+                f"{need[c]} are taken unfiltered. Lower filter_threshold or train the model "
                 "longer.",
                 stacklevel=2,
             )
@@ -229,8 +196,8 @@ def iter_synthetic(
         need = {c: n for c, n in need.items() if n > 0}
 
 
-def _round_quota(c: int, n: int, max_draws: int, stats: GenerationStats) -> int:
-    """Draws for class ``c`` this round: ``n`` still needed over its acceptance rate so far,
+def _quota(stats: GenerationStats, c: int, n: int, max_draws: int) -> int:
+    """Draws for class ``c`` this round: the ``n`` it needs over its acceptance rate so far,
     within what is left of ``max_draws`` (``<= 0``: its budget is spent)."""
     rate = max(stats.accepted[c] / stats.drawn[c], 0.05) if stats.drawn[c] else 1.0
     return min(max_draws - stats.drawn[c], math.ceil(1.1 * n / rate))
@@ -263,17 +230,11 @@ def sample_per_class(
     filter_threshold: float | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Draw ``n_per_class`` samples of every class, sorted by class.
+    """``n_per_class`` samples of every class (see :func:`class_counts`), sorted by class:
+    ``(x, y)``, float ``[N, *event_shape]`` in model space on the CPU and LongTensor ``[N]``.
 
-    Args:
-        model: a class-conditional flow.
-        n_per_class: an int for every class, or per-class counts (see :func:`class_counts`).
-        temperature: latent noise scale.
-        seed: seeds a private generator (ignored when ``generator`` is given).
-        filter_threshold: keep only samples with class posterior ``>=`` this (``None``: all).
-
-    Returns:
-        ``(x, y)``: float tensor ``[N, *event_shape]`` in model space on CPU, LongTensor ``[N]``.
+    ``seed`` seeds a private generator (ignored when ``generator`` is given);
+    ``filter_threshold`` keeps only samples with class posterior ``>=`` it (``None``: all).
     """
     model = check_conditional_model(model)
     counts = class_counts(n_per_class, model.num_classes)
