@@ -1,9 +1,4 @@
-"""Synthetic data for plain PyTorch: a map-style dataset and a real/synthetic mix.
-
-:class:`SyntheticDataset` generates sample ``i`` from its own seed, ``derive_seed(seed, i)``,
-so any index is reproducible in any order, in any DataLoader worker, without storing
-anything. :func:`mix_datasets` adds a number of synthetic samples to a real dataset.
-"""
+"""Synthetic data for plain PyTorch: a map-style dataset and a real/synthetic mix."""
 
 from __future__ import annotations
 
@@ -24,7 +19,7 @@ __all__ = ["SyntheticDataset", "mix_datasets"]
 
 
 class SyntheticDataset(Dataset):
-    """``n_per_class`` synthetic samples of every class, generated on access.
+    """``n_per_class`` synthetic samples of every class, generated on access, stored nowhere.
 
     Index ``i`` holds class ``labels[i]`` (classes laid out one after the other) and latent
     noise from a generator seeded with ``derive_seed(seed, i)``: the same index always gives the
@@ -35,8 +30,7 @@ class SyntheticDataset(Dataset):
     Arguments:
         model: a class-conditional flow.
         n_per_class: an int for every class, or per-class counts (``{class: n}`` or a list).
-        seed: base seed.
-        temperature: latent noise scale.
+        seed: base seed; temperature: latent noise scale.
         dtype: ``torch.float32`` (images in ``[0, 1]`` on the data grid; model-space vectors
             for non-image models) or ``torch.uint8`` (images in ``0..255``).
         transform: applied to each image, as in torchvision datasets.
@@ -113,22 +107,13 @@ class SyntheticDataset(Dataset):
 def mix_datasets(
     real: Dataset, synthetic: Dataset, ratio: float = 1.0, seed: int = 0
 ) -> ConcatDataset:
-    """The real dataset plus ``round(ratio * len(real))`` samples of ``synthetic``.
+    """``ConcatDataset([real, Subset(synthetic, picked)])``: the map-style dataset ``real`` of
+    ``(image, label)`` plus ``round(ratio * len(real))`` samples of ``synthetic`` (e.g. a
+    :class:`SyntheticDataset`), at indices ``>= len(real)``.
 
-    The synthetic samples are a seeded random subset of ``synthetic`` (drawn with repeats only
-    when more are asked for than it holds). Shuffle with the DataLoader; items of both
-    datasets must collate together (e.g. ``SyntheticDataset(dtype=...)`` matching the real
-    images' dtype).
-
-    Args:
-        real: a map-style dataset of ``(image, label)``.
-        synthetic: a map-style dataset, e.g. :class:`SyntheticDataset`.
-        ratio: synthetic samples per real sample (``0.5``: half as many synthetic as real).
-        seed: picks the synthetic subset.
-
-    Returns:
-        ``ConcatDataset([real, Subset(synthetic, picked)])``: indices ``>= len(real)`` are
-        synthetic.
+    The samples are a random subset of ``synthetic`` picked by ``seed`` (with repeats only when
+    more are asked for than it holds). Shuffle with the DataLoader; items of both datasets must
+    collate together (e.g. ``SyntheticDataset(dtype=...)`` matching the real images' dtype).
     """
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0:
         raise ValueError(f"ratio must be a number >= 0 (synthetic per real sample), got {ratio!r}.")

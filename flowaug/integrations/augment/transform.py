@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from functools import partial
+from operator import is_not, itemgetter
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from flowaug.seeding import WorkerRandomState
 __all__ = ["FlowAugment"]
 
 _MODES = ("resample", "latent")
+_first = itemgetter(0)
 _PIL_CHANNELS = {"L": 1, "RGB": 3}
 
 
@@ -222,26 +224,26 @@ class FlowAugment(Transform):
     def forward(self, *inputs: Any) -> Any:
         """Transform one sample (image, ``(image, label)``, dict, ...) or a batch."""
         sample = inputs if len(inputs) > 1 else inputs[0]
-        leaves, label, images, rebuild = self._split(sample)
-        batches = [i for i in images if self._is_batch(leaves[i])]
-        singles = [i for i in images if i not in batches]
+        leaves, label, singles, batches, rebuild = self._split(sample)
+        out = list(leaves)
         # a batch takes a [B] label and single images a single one: in a sample holding both,
         # each kind takes the label only if it has that kind's shape
         single_label = label if not batches or label_like(label) else None
-        out = list(leaves)
         for i in batches:
             batch_label = label if single_label is None or not singles else None
             out[i] = self._replace_batch(leaves[i], batch_label)
         if singles:
             for i in singles:
                 self._check_image(leaves[i])
-            params = {"label": self._label_value(single_label)}
-            if params["label"] is None:
+            single_label = self._label_value(single_label)
+            if single_label is None:
                 self._warn_unlabelled()
-            params.update(self.make_params([leaves[i] for i in singles]))
-            for i in singles:
-                out[i] = self.transform(leaves[i], params)
-        if all(new is old for new, old in zip(out, leaves, strict=True)):
+            params = self.make_params([leaves[i] for i in singles])
+            if params["apply"]:
+                params["label"] = single_label
+                for i in singles:
+                    out[i] = self.transform(leaves[i], params)
+        if not any(map(is_not, out, leaves)):
             return sample  # nothing replaced: the sample itself
         return rebuild(out)
 
@@ -275,25 +277,27 @@ class FlowAugment(Transform):
         return tv_tensors.wrap(out, like=inpt)
 
     # --- samples and batches ------------------------------------------------------------------
-    def _split(self, sample: Any) -> tuple[list[Any], Any, list[int], Callable[[list], Any]]:
-        """``(leaves, label, indices of the images among the leaves, rebuild)`` of a sample,
-        as torchvision splits it; one image, alone or with an int label, skips pytree
-        flattening, which keeps the per-image cost near a tensor copy."""
+    def _split(self, sample: Any) -> tuple[list[Any], Any, list[int], list[int], Callable]:
+        """``(leaves, label, single images, batches, rebuild)`` of a sample as torchvision splits
+        it, the images and batches as indices of leaves. One image, alone or with an int label,
+        skips pytree flattening, which keeps the per-image cost near a tensor copy."""
         pair = type(sample) in (tuple, list) and len(sample) == 2
         image, label = sample if pair else (sample, None)
         if (
             self._labels_getter is default_labels_getter
             and self._is_single(image)
-            and (label is None or label_like(label))
+            and (label is None or type(label) is int or label_like(label))
         ):
             if pair:
-                return [image, label], label, [0], type(sample)
-            return [image], None, [0], lambda out: out[0]
+                return [image, label], label, [0], [], type(sample)
+            return [image], None, [0], [], _first
         label = None if self._labels_getter is None else self._labels_getter(sample)
         leaves, spec = tree_flatten(sample)
         needs = self._needs_transform_list(leaves)
         images = [i for i, need in enumerate(needs) if need and leaves[i] is not label]
-        return leaves, label, images, partial(tree_unflatten, treespec=spec)
+        batches = [i for i in images if self._is_batch(leaves[i])]
+        singles = [i for i in images if i not in batches]
+        return leaves, label, singles, batches, partial(tree_unflatten, treespec=spec)
 
     def _is_single(self, image: Any) -> bool:
         """Whether ``image`` is one image (not a batch) of a type FlowAugment transforms."""
