@@ -1,11 +1,5 @@
-"""Labels for :class:`~flowaug.FlowAugment`: finding a sample's label, reading it as a class, and
-the rule for images without one.
-
-FlowAugment must never change what a label means. A label it finds but cannot read is an
-error, in every sample form; an image without a label is replaced only where the flow's own
-class posterior reaches ``confidence`` (:data:`DEFAULT_CONFIDENCE`, measured by
-``benchmarks/confidence.py``), and is returned unchanged otherwise.
-"""
+"""How :class:`~flowaug.FlowAugment` finds a sample's label and reads it as a class: a label it
+finds but cannot read is an error, in every sample form, never passed over."""
 
 from __future__ import annotations
 
