@@ -47,7 +47,6 @@ def test_from_codes_uint8_spans_0_to_255():
     assert torch.equal(from_codes(full, 256, torch.uint8), full)
 
 
-
 # --- counts -----------------------------------------------------------------------------------
 def test_class_counts_forms():
     assert class_counts(3, 2) == {0: 3, 1: 3}

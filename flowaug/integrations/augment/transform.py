@@ -188,9 +188,9 @@ class FlowAugment(Transform):
             seed = int(torch.randint(0, 2**62, (1,))) if self.seed is None else self.seed
             return SyntheticBank(
                 self.model,
-                bank_size,
-                self.temperature,
-                seed,
+                n_per_class=bank_size,
+                temperature=self.temperature,
+                seed=seed,
                 filter_threshold=self.filter_threshold,
             )
         if not isinstance(bank, SyntheticBank):
@@ -328,8 +328,8 @@ class FlowAugment(Transform):
             index, y = index[confident], y[confident]
         if index.numel() == 0:
             return images
-        out = x.clone()
-        out[index.to(x.device)] = self._strategy.batch(x[index.to(x.device)], y, self._rng)
+        where, out = index.to(x.device), x.clone()
+        out[where] = self._strategy.batch(x[where], y, self._rng)
         return tv_tensors.wrap(out, like=images) if isinstance(images, tv_tensors.Image) else out
 
     def _flow_classes(self, x: Tensor) -> tuple[Tensor, Tensor]:
