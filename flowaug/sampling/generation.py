@@ -46,11 +46,7 @@ def class_counts(
 ) -> dict[int, int]:
     """``{class: count}`` from one count for every class, a ``{class: count}`` mapping, or a
     sequence of ``num_classes`` counts."""
-    if isinstance(n_per_class, bool):
-        raise TypeError(
-            f"n_per_class must be an int, a mapping or a sequence, got {n_per_class!r}."
-        )
-    if isinstance(n_per_class, (int, np.integer)):
+    if isinstance(n_per_class, (int, np.integer)) and not isinstance(n_per_class, bool):
         counts = dict.fromkeys(range(num_classes), int(n_per_class))
     elif isinstance(n_per_class, Mapping):
         counts = {int(c): int(n) for c, n in n_per_class.items()}
@@ -64,7 +60,7 @@ def class_counts(
     else:
         raise TypeError(
             f"n_per_class must be an int, a {{class: count}} dict or a list of counts, got "
-            f"{type(n_per_class).__name__}."
+            f"{type(n_per_class).__name__} {n_per_class!r:.80}."
         )
     for c, n in counts.items():
         if not 0 <= c < num_classes:
