@@ -196,7 +196,7 @@ def test_weights_that_cannot_fit_in_memory_are_refused_with_an_estimate(saved):
 
 
 def test_the_memory_estimate_is_exact_for_real_models():
-    from flowaug.config_checks import estimate_state_bytes
+    from flowaug.io.config_checks import estimate_state_bytes
     from flowaug.flows.tabular import TabularFlow
 
     for cls, config in [
@@ -238,7 +238,7 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, bad)
 def test_config_checks_doctest():
     import doctest
 
-    from flowaug import config_checks
+    from flowaug.io import config_checks
 
     assert doctest.testmod(config_checks).failed == 0
 
