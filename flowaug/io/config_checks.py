@@ -90,7 +90,8 @@ FIELDS: dict[str, dict[str, Check]] = {
     "Glow": {
         **_COMMON,
         "image_shape": _image_shape,
-        "num_levels": _integer(1, 12, optional=True),
+        "num_scales": _integer(1, 12, optional=True),
+        "num_levels": _integer(1, 12, optional=True),  # the old name of num_scales
         "logit_alpha": _number(0, 0.5, low_open=True, high_open=True),
         "levels": _integer(2, 65_536),
         "coupling": _choice("affine", "spline"),
