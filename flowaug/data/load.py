@@ -35,15 +35,13 @@ def as_flow_data(
     Args:
         data: one of
             - a :class:`FlowData` (returned as is, ``levels`` / ``class_names`` overriding);
-            - ``(x, y)``: tensors or arrays, ``x`` images ``[N, C, H, W]`` / ``[N, H, W]``
-              (numpy ``[N, H, W, C]`` too) or features ``[N, F]``, ``y`` ``[N]`` integer or
-              string labels;
-            - ``x`` alone with labels in ``y``;
+            - ``(x, y)`` tensors or arrays (or ``x`` alone, labels in ``y``): ``x`` images
+              ``[N, C, H, W]`` / ``[N, H, W]`` (numpy ``[N, H, W, C]`` too) or features
+              ``[N, F]``, ``y`` ``[N]`` integer or string labels;
             - a torch ``Dataset`` of ``(image, label)`` with PIL / tensor / array images
               (``dataset.classes`` gives the class names, as in torchvision);
-            - a ``datasets.Dataset`` with an image column (``Image`` feature or arrays) and a
-              label column (``ClassLabel`` names become class names), or numeric feature
-              columns and a label column.
+            - a ``datasets.Dataset`` with an image column (``Image`` feature or arrays) or
+              numeric feature columns, and a label column (``ClassLabel`` names the classes).
         y: labels when ``data`` is ``x`` alone.
         levels: intensity levels of integer images. Default: 256 for ``uint8`` (or values above
             127); other integer images must say (e.g. 17 for scikit-learn digits).
@@ -56,9 +54,8 @@ def as_flow_data(
             every row needs a class; when no row has a label, ``y`` is ``None``.
 
     Returns:
-        :class:`FlowData`. Integer images stay integer (``uint8`` / ``int64``); float images that
-        sit on a ``k / (levels - 1)`` grid (as ``ToTensor`` output does) are turned back into
-        integers; feature vectors become float32.
+        :class:`FlowData`: integer images stay integer (``uint8`` / ``int64``), float images on a
+        ``k / (levels - 1)`` grid (as ``ToTensor`` gives) become integers, features float32.
     """
     if isinstance(data, FlowData):
         return _reuse(data, levels, class_names, allow_unlabelled)
