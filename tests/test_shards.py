@@ -14,7 +14,7 @@ from conftest import torchrun_two_cpu
 from test_distributed import launch_cpu_ranks
 
 import flowaug
-from flowaug.integrations.hf import (
+from flowaug.integrations.hf.shards import (
     MANIFEST,
     load_synthetic_shards,
     plan_shards,

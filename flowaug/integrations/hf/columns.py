@@ -1,6 +1,5 @@
-"""What every path of the datasets hook shares: the column checks, the ``is_synthetic`` flag,
-fingerprints, datasets' progress bars, and :class:`ImageCodec` (one image column's values <->
-image tensors ``[C, H, W]``)."""
+"""What every path of the datasets hook shares: column checks, the ``is_synthetic`` flag,
+fingerprints, datasets' progress bars and :class:`ImageCodec`."""
 
 from __future__ import annotations
 
@@ -18,37 +17,25 @@ from torch import Tensor
 
 from flowaug.pixels import from_unit_float, pil_to_tensor, tensor_to_pil
 
-__all__ = [
-    "PIL_MODES",
-    "SYNTHETIC_COLUMN",
-    "ImageCodec",
-    "check_column",
-    "check_columns",
-    "check_dataset",
-    "fingerprint",
-    "flagged",
-    "model_digest",
-    "no_rows",
-    "progress_bars",
-    "unflagged",
-]
+__all__ = ["SYNTHETIC_COLUMN", "ImageCodec", "progress_bars"]
 
 SYNTHETIC_COLUMN = "is_synthetic"
+PIL_MODES = {1: "L", 3: "RGB"}  # channels -> PIL mode
+_UINT8 = torch.empty(0, dtype=torch.uint8)
 
 
-def check_dataset(ds: Any, name: str = "ds") -> datasets.Dataset:
-    """``ds`` itself if it is one ``datasets.Dataset`` (not a DatasetDict, not a stream)."""
+def check_dataset(ds: Any) -> datasets.Dataset:
     if isinstance(ds, datasets.DatasetDict):
         raise TypeError(
-            f"{name} is a DatasetDict with splits {list(ds)}; pass one split, e.g. {name}['train']."
+            f"ds is a DatasetDict with splits {list(ds)}; pass one split, e.g. ds['train']."
         )
     if isinstance(ds, datasets.IterableDataset):
         raise TypeError(
-            f"{name} is an IterableDataset; use flowaug.hf.interleave_synthetic for streams, or "
+            "ds is an IterableDataset; use flowaug.hf.interleave_synthetic for streams, or "
             "load it without streaming=True."
         )
     if not isinstance(ds, datasets.Dataset):
-        raise TypeError(f"{name} must be a datasets.Dataset, got {type(ds).__name__}.")
+        raise TypeError(f"ds must be a datasets.Dataset, got {type(ds).__name__}.")
     return ds
 
 
@@ -60,8 +47,7 @@ def check_column(features: Features, column: str, what: str) -> None:
 
 
 def check_columns(features: Features, image_column: str, label_column: str, classes: int) -> None:
-    """Both columns exist and the labels are a ``ClassLabel`` of the model's ``classes`` or an
-    integer ``Value``."""
+    """Both columns exist, and the labels are a ``ClassLabel`` of ``classes`` or integers."""
     check_column(features, image_column, "image_column")
     check_column(features, label_column, "label_column")
     feature = features[label_column]
@@ -79,12 +65,22 @@ def check_columns(features: Features, image_column: str, label_column: str, clas
         )
 
 
+def check_ratio(ratio: Any, positive: bool) -> float:
+    """Synthetic rows per real row: a number ``>= 0`` (``> 0`` if ``positive``)."""
+    number = not isinstance(ratio, bool) and isinstance(ratio, (int, float))
+    if not number or (ratio <= 0 if positive else ratio < 0):
+        raise ValueError(
+            f"ratio must be a number {'>' if positive else '>='} 0 (synthetic rows per real "
+            f"row), got {ratio!r}."
+        )
+    return float(ratio)
+
+
 def unflagged(features: Features) -> Features:
     return Features({k: v for k, v in features.items() if k != SYNTHETIC_COLUMN})
 
 
 def flagged(features: Features) -> Features:
-    """``features`` with a bool ``is_synthetic`` column last."""
     return Features({**unflagged(features), SYNTHETIC_COLUMN: Value("bool")})
 
 
@@ -119,19 +115,6 @@ def progress_bars(enabled: bool) -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-PIL_MODES = {1: "L", 3: "RGB"}  # channels -> PIL mode
-_UINT8 = torch.empty(0, dtype=torch.uint8)
-
-
-def _leaf_dtype(feature: Any) -> str | None:
-    """The value dtype at the bottom of nested list / array features."""
-    while not isinstance(feature, (datasets.Value, datasets.Array2D, datasets.Array3D)):
-        feature = getattr(feature, "feature", None)
-        if feature is None:
-            return None
-    return feature.dtype
-
-
 def _pil_mode(feature: datasets.Image, example: Any, image_shape: tuple, column: str) -> str:
     c, h, w = image_shape
     mode = feature.mode or (example.mode if isinstance(example, PIL.Image.Image) else None)
@@ -151,6 +134,21 @@ def _pil_mode(feature: datasets.Image, example: Any, image_shape: tuple, column:
     return mode
 
 
+def _array_dtype(feature: Any, column: str) -> str:
+    """The value dtype at the bottom of nested list / array features: uint8 or float."""
+    leaf = feature
+    while leaf is not None and not isinstance(leaf, (Value, datasets.Array2D, datasets.Array3D)):
+        leaf = getattr(leaf, "feature", None)
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None or not (dtype == "uint8" or dtype.startswith("float")):
+        raise TypeError(
+            f"column {column!r} must be an Image column or arrays of uint8 (0..255) or float "
+            f"([0, 1]) values, got feature {feature}; cast it (e.g. ds.cast_column({column!r}, "
+            "datasets.Image())) first."
+        )
+    return dtype
+
+
 def _array_layout(feature: Any, example: Any, image_shape: tuple, column: str, dtype: str) -> str:
     """``CHW``, ``HWC`` or ``HW``: from the feature's shape, else the example's."""
     shape = getattr(feature, "shape", None)
@@ -168,13 +166,12 @@ def _array_layout(feature: Any, example: Any, image_shape: tuple, column: str, d
     shape = tuple(int(s) for s in shape)
     # CHW last: it wins where the layouts coincide (C == H == W)
     layouts = {(h, w, c): "HWC", (c, h, w): "CHW", **({(h, w): "HW"} if c == 1 else {})}
-    layout = layouts.get(shape)
-    if layout is None:
+    if shape not in layouts:
         raise ValueError(
             f"column {column!r} holds images of shape {list(shape)}, but the model's image_shape "
             f"is {[c, h, w]}; resize the images or fit a model at this size."
         )
-    return layout
+    return layouts[shape]
 
 
 class ImageCodec:
@@ -188,21 +185,14 @@ class ImageCodec:
     def __init__(self, feature: Any, example: Any, image_shape: Sequence[int], column: str):
         # these attributes, in this order, are part of augment_dataset's fingerprint
         self.column = column
-        self.image_shape = tuple(int(s) for s in image_shape)
+        self.image_shape = shape = tuple(int(s) for s in image_shape)
         if isinstance(feature, datasets.Image):
             self.kind = "pil"
-            self.mode = _pil_mode(feature, example, self.image_shape, column)
+            self.mode = _pil_mode(feature, example, shape, column)
             self.dtype, self.layout = "uint8", "HWC"
-            return
-        dtype = _leaf_dtype(feature)
-        if dtype is None or not (dtype == "uint8" or dtype.startswith("float")):
-            raise TypeError(
-                f"column {column!r} must be an Image column or arrays of uint8 (0..255) or float "
-                f"([0, 1]) values, got feature {feature}; cast it (e.g. ds.cast_column({column!r}, "
-                "datasets.Image())) first."
-            )
-        self.kind, self.dtype = "array", dtype
-        self.layout = _array_layout(feature, example, self.image_shape, column, dtype)
+        else:
+            self.kind, self.dtype = "array", _array_dtype(feature, column)
+            self.layout = _array_layout(feature, example, shape, column, self.dtype)
 
     @classmethod
     def of(cls, ds: datasets.Dataset, column: str, image_shape: Sequence[int]) -> ImageCodec:
@@ -232,8 +222,7 @@ class ImageCodec:
                 )
             arr = arr.astype(self.dtype)
         x = torch.from_numpy(np.ascontiguousarray(arr))
-        if self.layout == "HWC":
-            x = x.permute(2, 0, 1)
+        x = x.permute(2, 0, 1) if self.layout == "HWC" else x
         return (x[None] if self.layout == "HW" else x).contiguous()
 
     def like(self, new: Tensor, old: Any) -> Any:
@@ -242,7 +231,7 @@ class ImageCodec:
         return arr if isinstance(old, np.ndarray) else arr.tolist()
 
     def _to_layout(self, x: Tensor, dim: int) -> Tensor:
-        """``x`` with channels at ``dim`` in the column's layout."""
+        """``x`` with its channels at ``dim`` in the column's layout."""
         if self.layout == "HWC":
             return x.movedim(dim, -1)
         return x.select(dim, 0) if self.layout == "HW" else x

@@ -23,11 +23,13 @@ from flowaug.integrations.hf.columns import (
     check_column,
     check_columns,
     check_dataset,
+    check_ratio,
     fingerprint,
     flagged,
     model_digest,
     no_rows,
     progress_bars,
+    unflagged,
 )
 from flowaug.integrations.hf.rows import RowGenerator
 from flowaug.sampling import class_counts
@@ -54,32 +56,23 @@ def augment_dataset(
 ) -> datasets.Dataset:
     """The real rows plus synthetic rows, with the same ``Features`` and an ``is_synthetic`` column.
 
-    Synthetic rows hold a generated image (an ``Image`` column stays ``Image``, arrays stay
-    arrays of the same dtype and layout) and its class in the label column (a ``ClassLabel``
-    stays a ``ClassLabel``); other columns are ``None``. Real rows come first, with
-    ``is_synthetic=False``; any format or transform set on ``ds`` is dropped. The synthetic
-    part is written to the datasets cache under a fingerprint of the model's weights and every
-    argument, so the same call returns the same rows (from the cache) and ``save_to_disk``
-    works on the result.
-
-    For tabular datasets (models with ``sample_frame``, e.g. :class:`flowaug.TabularFlow`),
-    ``image_column`` is ignored: the model's columns are filled from its samples.
+    Synthetic rows hold a generated image (an ``Image`` column stays ``Image``, arrays keep their
+    dtype and layout) and its class (a ``ClassLabel`` stays one); other columns are ``None``.
+    Real rows come first, with ``is_synthetic=False``; a format or transform set on ``ds`` is
+    dropped. The synthetic rows are cached under a fingerprint of the model's weights and every
+    argument: the same call returns the same rows, and ``save_to_disk`` works on the result.
+    For tables (models with ``sample_frame``, e.g. :class:`flowaug.TabularFlow`) ``image_column``
+    is ignored: the model's columns are filled from its samples.
 
     Args:
-        ds: a ``datasets.Dataset`` (one split).
-        model: a trained class-conditional flow whose classes are the label column's values.
-        image_column: the image column.
-        label_column: the class column (``ClassLabel`` or integer ``Value``).
-        n_per_class: synthetic rows per class (an int, ``{class: n}`` or a list); default: as
-            many as real rows of each class (``ratio=1``).
-        ratio: synthetic rows per real row, per class (keeps the class balance).
-        seed: seed of the synthetic rows.
-        temperature: latent noise scale.
-        batch_size: samples per flow pass.
+        ds, model: one split; a trained class-conditional flow of the label column's classes.
+        image_column, label_column: the columns (labels: ``ClassLabel`` or integer ``Value``).
+        n_per_class: synthetic rows per class (an int, ``{class: n}`` or a list).
+        ratio: synthetic rows per real row, per class (default ``1``; keeps the class balance).
+        seed, temperature, batch_size: seed, latent noise scale and samples per flow pass.
         filter_threshold: keep only samples whose class posterior under the flow is at least
             this (see :class:`flowaug.SyntheticBank`).
-        progress: show progress bars.
-        cache_dir: datasets cache directory (default: datasets' own).
+        progress, cache_dir: progress bars; the datasets cache directory (default: its own).
 
     Returns:
         ``datasets.Dataset`` of ``len(ds) + sum(counts)`` rows.
@@ -93,29 +86,27 @@ def augment_dataset(
     check_column(ds.features, label_column, "label_column")
     if n_per_class is not None and ratio is not None:
         raise ValueError("pass n_per_class or ratio, not both.")
-    if ratio is not None and (
-        isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0
-    ):
-        raise ValueError(
-            f"ratio must be a number >= 0 (synthetic rows per real row), got {ratio!r}."
-        )
+    ratio = 1.0 if ratio is None else check_ratio(ratio, positive=False)
+    seed, temperature, batch_size = int(seed), check_temperature(temperature), int(batch_size)
     request = _Request(
-        image_column, label_column, n_per_class, 1.0 if ratio is None else float(ratio),
-        int(seed), check_temperature(temperature), int(batch_size), filter_threshold, progress,
+        image_column,
+        label_column,
+        n_per_class,
+        ratio,
+        seed,
+        temperature,
+        batch_size,
+        filter_threshold,
+        progress,
         cache_dir,
-    )  # fmt: skip
-    features = flagged(ds.features)
-    if hasattr(model, "sample_frame"):
-        synthetic = _tabular_rows(ds, model, features, request)
-    else:
-        synthetic = _image_rows(ds, model, features, request)
-    real = ds
+    )
+    make = _tabular_rows if hasattr(model, "sample_frame") else _image_rows
+    synthetic = make(ds, model, flagged(ds.features), request)
     if SYNTHETIC_COLUMN not in ds.column_names:
         with progress_bars(progress):
-            real = ds.add_column(SYNTHETIC_COLUMN, [False] * len(ds))
-    if real.features != features:
-        real = real.cast(features)
-    return datasets.concatenate_datasets([real, synthetic])
+            ds = ds.add_column(SYNTHETIC_COLUMN, [False] * len(ds))
+    ds = ds if ds.features == synthetic.features else ds.cast(synthetic.features)
+    return datasets.concatenate_datasets([ds, synthetic])
 
 
 @dataclass(frozen=True)
@@ -172,10 +163,8 @@ def _image_rows(
         "ask for fewer synthetic rows, or free space in the datasets cache (cache_dir).",
         shown=req.n_per_class if by_count else req.ratio,
     )
-    rows = RowGenerator(
-        model, codec, features, req.image_column, req.label_column,
-        req.temperature, req.batch_size, req.filter_threshold,
-    )  # fmt: skip
+    sampling = (req.temperature, req.batch_size, req.filter_threshold)
+    rows = RowGenerator(model, codec, features, req.image_column, req.label_column, *sampling)
     key = fingerprint(
         "flowaug.hf.augment_dataset/1",
         model_digest(model),
@@ -213,7 +202,7 @@ def _check_table(ds: datasets.Dataset, model: Any, features: Features, label_col
             f"label_column={label_column!r}, but the model's label column is {label.name!r}; "
             "pass the table the model was fitted on, or fit a model on this one."
         )
-    frame = ds.select_columns([name for name in features if name != SYNTHETIC_COLUMN]).to_pandas()
+    frame = ds.select_columns(list(unflagged(features))).to_pandas()
     feature = features[label_column]
     names = list(feature.names) if isinstance(feature, ClassLabel) else None
     by_name = label is not None and all(isinstance(c, str) for c in label.classes)

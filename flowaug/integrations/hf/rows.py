@@ -1,7 +1,7 @@
 """The one row generator of the datasets hook: synthetic images as rows of a dataset's ``Features``.
 
-:func:`~flowaug.integrations.hf.augment_dataset`, the shards and the stream all write the rows
-it yields; only the choice of classes and of seeds is theirs.
+``augment_dataset``, the stream and the shards all write the rows it yields; only the choice of
+classes and of seeds is theirs.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ __all__ = ["RowGenerator"]
 
 @dataclass
 class RowGenerator:
-    """Synthetic rows: the encoded image and its class, ``None`` in the other columns of
-    ``features``, and ``is_synthetic=True`` when ``mark``. Kept out of datasets' hashing by the
-    callers' fingerprints; picklable for workers."""
+    """Rows of ``features``: a sample's image (snapped to the model's levels) and class, ``None``
+    in the other columns, ``is_synthetic=True`` if ``features`` has that column. Picklable;
+    its callers' fingerprints keep it out of datasets' hashing."""
 
     model: ConditionalFlow
     codec: ImageCodec
@@ -36,24 +36,22 @@ class RowGenerator:
     temperature: float
     batch_size: int
     filter_threshold: float | None
-    mark: bool = True
 
     def rows(self, counts: Mapping[int, int], generator: torch.Generator) -> Iterator[dict]:
-        """``counts[c]`` rows of each class ``c``, drawn with ``generator``, in
-        :func:`flowaug.sampling.iter_synthetic`'s order; images snapped to the model's levels."""
+        """``counts[c]`` rows of each class ``c``, in :func:`flowaug.sampling.iter_synthetic`'s
+        order."""
         empty: dict[str, Any] = dict.fromkeys(self.features)
-        for x, y in iter_synthetic(
+        mark = {SYNTHETIC_COLUMN: True} if SYNTHETIC_COLUMN in self.features else {}
+        batches = iter_synthetic(
             self.model, counts, self.temperature, generator, self.batch_size, self.filter_threshold
-        ):
+        )
+        for x, y in batches:
             values = self.codec.encode(model_to_image(x, self.model.levels))
             for value, label in zip(values, y.tolist(), strict=True):
-                row = {**empty, self.image_column: value, self.label_column: label}
-                if self.mark:
-                    row[SYNTHETIC_COLUMN] = True
-                yield row
+                yield {**empty, self.image_column: value, self.label_column: label, **mark}
 
     def seeded(self, counts: Mapping[int, int], seed: int, progress: bool) -> Iterator[dict]:
-        """:meth:`rows` from a generator seeded ``derive_seed(seed)``, with a progress bar."""
+        """:meth:`rows` drawn from ``derive_seed(seed)``, with a progress bar."""
         from tqdm.auto import tqdm
 
         generator = torch.Generator().manual_seed(derive_seed(seed))

@@ -90,11 +90,6 @@ def _shard_path(out_dir: Path, index: int) -> Path:
     return out_dir / f"shard-{index:05d}.parquet"
 
 
-def _hash_path(shard: Path) -> Path:
-    """``shard-NNNNN.sha256`` beside a shard, in ``sha256sum`` format."""
-    return shard.with_suffix(".sha256")
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -109,7 +104,7 @@ def _shard_damage(shard: Path, rows: int) -> str | None:
     Its SHA-256 must match the one recorded beside it; a shard of an older flowaug, written
     without one, must at least parse and hold the ``rows`` rows the plan gives it.
     """
-    recorded = _hash_path(shard)
+    recorded = shard.with_suffix(".sha256")
     if recorded.is_file():
         expected = recorded.read_text().split(maxsplit=1)[:1]
         if expected and _sha256(shard) == expected[0]:
@@ -122,16 +117,31 @@ def _shard_damage(shard: Path, rows: int) -> str | None:
     return None if found == rows else f"holds {found} rows, the plan {rows}"
 
 
-def _write_shard(shard: datasets.Dataset, path: Path) -> None:
-    """Write a shard under a temporary name, record its hash, then rename it into place: a
-    shard file only ever appears complete, and with its hash beside it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_shard(rows: RowGenerator, counts: dict[int, int], seed: int, path: Path) -> None:
+    """Write a shard unless a complete one is there: under a temporary name, its hash beside it,
+    then renamed into place, so that a shard file only ever appears complete."""
+    if path.exists():
+        damage = _shard_damage(path, sum(counts.values()))
+        if damage is None:
+            return
+        warnings.warn(f"{path} {damage}; writing it again.", stacklevel=3)
+    shard = datasets.Dataset.from_list(list(rows.seeded(counts, seed, False)), rows.features)
+    tmp = _temporary(path)
     with progress_bars(False):
         shard.to_parquet(str(tmp))
-    recorded = _hash_path(path)
-    hash_tmp = recorded.with_name(f".{recorded.name}.{os.getpid()}.tmp")
-    hash_tmp.write_text(f"{_sha256(tmp)}  {path.name}\n")
-    os.replace(hash_tmp, recorded)
+    _write_text(path.with_suffix(".sha256"), f"{_sha256(tmp)}  {path.name}\n")  # sha256sum -c
+    os.replace(tmp, path)
+
+
+def _temporary(path: Path) -> Path:
+    """A hidden name beside ``path``, this process's own."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a file atomically: concurrent ranks write identical content."""
+    tmp = _temporary(path)
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -173,27 +183,46 @@ def _shard_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest, or check that the one there describes the same request."""
+def _write_manifest(out_dir: Path, rows: RowGenerator, seed: int, plan: list[dict]) -> None:
+    """Write the manifest of this request, or check that the one there is the same request."""
     path = out_dir / MANIFEST
-    manifest = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
-    if path.exists():
-        existing = json.loads(path.read_text())
-        if existing != manifest:
-            changed = [
-                _MANIFEST_NAMES.get(k, k)
-                for k in sorted(manifest)
-                if existing.get(k) != manifest[k]
-            ]
-            raise ValueError(
-                f"{out_dir} holds shards of a different request (it differs in: "
-                f"{', '.join(changed)}); write to a new directory, or delete this one to start "
-                "over."
-            )
+    manifest = {
+        "format": _FORMAT,
+        "model": model_digest(rows.model),
+        "features": rows.features.to_dict(),
+        "image_column": rows.image_column,
+        "label_column": rows.label_column,
+        "seed": seed,
+        "temperature": rows.temperature,
+        "filter_threshold": rows.filter_threshold,
+        "batch_size": rows.batch_size,  # the draws depend on how they are batched
+        "shards": plan,
+    }
+    manifest = json.loads(json.dumps(manifest))  # as it reads back (int keys become strings)
+    if not path.exists():
+        _write_text(path, json.dumps(manifest, indent=1))
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)  # atomic: concurrent ranks write identical content
+    existing = json.loads(path.read_text())
+    if existing != manifest:
+        changed = [k for k in sorted(manifest) if existing.get(k) != manifest[k]]
+        raise ValueError(
+            f"{out_dir} holds shards of a different request (it differs in: "
+            f"{', '.join(_MANIFEST_NAMES.get(k, k) for k in changed)}); write to a new directory, "
+            "or delete this one to start over."
+        )
+
+
+def _plan(model: ConditionalFlow, n_per_class: Any, rows_per_shard: int, out_dir: Any) -> list:
+    counts = class_counts(n_per_class, model.num_classes)
+    check_count_on_disk(
+        sum(counts.values()),  # before the plan, which holds one entry per shard
+        math.prod(model.event_shape),  # about one byte per value once encoded
+        out_dir,
+        "n_per_class",
+        "ask for fewer rows, or write the shards where there is more free space.",
+        shown=n_per_class,
+    )
+    return plan_shards(counts, rows_per_shard)
 
 
 def write_synthetic_shards(
@@ -220,13 +249,12 @@ def write_synthetic_shards(
             to the process's device first (``model.to(accelerator.device)``).
         out_dir: directory of the shards and their manifest (created).
         n_per_class: rows per class: an int, ``{class: n}`` or a list.
-        image_column, label_column: the columns, as in :func:`flowaug.hf.augment_dataset`.
+        image_column, label_column, temperature, batch_size, filter_threshold: as in
+            :func:`flowaug.hf.augment_dataset`.
         seed: seed of the whole set; shard ``i`` uses ``derive_seed(seed, i)``.
-        temperature, batch_size, filter_threshold: as in :func:`flowaug.hf.augment_dataset`.
         rows_per_shard: rows per Parquet file (the unit of work and of resumption).
-        process_index, num_processes: this process's share; default: from
-            ``torch.distributed`` when initialized, else ``accelerate.PartialState`` (1 process
-            outside a launcher).
+        process_index, num_processes: this process's share; default: from ``torch.distributed``
+            when initialized, else ``accelerate.PartialState`` (1 process outside a launcher).
         progress: a progress bar over this process's shards on process 0.
 
     Returns:
@@ -249,42 +277,16 @@ def write_synthetic_shards(
         )
     check_columns(ds.features, image_column, label_column, model.num_classes)
     rank, world = _process_layout(process_index, num_processes)
-    counts = class_counts(n_per_class, model.num_classes)
-    check_count_on_disk(
-        sum(counts.values()),  # before the plan, which holds one entry per shard
-        math.prod(model.event_shape),  # about one byte per value once encoded
-        out_dir,
-        "n_per_class",
-        "ask for fewer rows, or write the shards where there is more free space.",
-        shown=n_per_class,
-    )
-    plan = plan_shards(counts, rows_per_shard)
-    features = flagged(ds.features)
+    plan = _plan(model, n_per_class, rows_per_shard, out_dir)
     codec = ImageCodec.of(ds, image_column, model.event_shape)
     out = _shard_dir(out_dir)
-    temperature, batch_size = check_temperature(temperature), int(batch_size)
-    _write_manifest(out, {
-        "format": _FORMAT, "model": model_digest(model), "features": features.to_dict(),
-        "image_column": image_column, "label_column": label_column, "seed": int(seed),
-        "temperature": temperature, "filter_threshold": filter_threshold,
-        "batch_size": batch_size,  # the draws depend on how they are batched
-        "shards": [{str(c): n for c, n in shard.items()} for shard in plan],
-    })  # fmt: skip
-    rows = RowGenerator(
-        model, codec, features, image_column, label_column, temperature, batch_size,
-        filter_threshold,
-    )  # fmt: skip
+    sampling = (check_temperature(temperature), int(batch_size), filter_threshold)
+    rows = RowGenerator(model, codec, flagged(ds.features), image_column, label_column, *sampling)
+    _write_manifest(out, rows, int(seed), plan)
     mine = [i for i in range(len(plan)) if i % world == rank]
     bar = tqdm(mine, desc=f"flowaug: shards (process {rank})", disable=not progress or rank != 0)
-    for index in bar:
-        path = _shard_path(out, index)
-        if path.exists():
-            damage = _shard_damage(path, sum(plan[index].values()))
-            if damage is None:
-                continue  # complete: files only appear under their final name when fully written
-            warnings.warn(f"{path} {damage}; writing it again.", stacklevel=2)
-        shard = list(rows.seeded(plan[index], derive_seed(int(seed), index), progress=False))
-        _write_shard(datasets.Dataset.from_list(shard, features=features), path)
+    for i in bar:
+        _write_shard(rows, plan[i], derive_seed(int(seed), i), _shard_path(out, i))
     return [_shard_path(out, i) for i in mine]
 
 

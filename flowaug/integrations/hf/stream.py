@@ -17,6 +17,7 @@ from flowaug.integrations.hf.columns import (
     SYNTHETIC_COLUMN,
     ImageCodec,
     check_columns,
+    check_ratio,
     fingerprint,
     flagged,
     model_digest,
@@ -26,33 +27,6 @@ from flowaug.integrations.hf.rows import RowGenerator
 from flowaug.seeding import derive_seed
 
 __all__ = ["interleave_synthetic", "synthetic_iterable_dataset"]
-
-
-def _stream_rows(
-    rows: RowGenerator, weights: Tensor, shards: list[tuple[int, int | None]]
-) -> Iterator[dict[str, Any]]:
-    """Each shard ``(seed, quota)``: batches of classes drawn by ``weights``, until ``quota``
-    rows (``None``: endless)."""
-    for shard_seed, quota in shards:
-        generator = torch.Generator().manual_seed(shard_seed)
-        made = 0
-        while quota is None or made < quota:
-            b = rows.batch_size if quota is None else min(rows.batch_size, quota - made)
-            y = torch.multinomial(weights, b, replacement=True, generator=generator)
-            yield from rows.rows({int(c): int((y == c).sum()) for c in y.unique()}, generator)
-            made += b
-
-
-def _class_weights(class_weights: Sequence[float] | None, k: int) -> Tensor:
-    if class_weights is None:
-        return torch.ones(k)
-    weights = torch.as_tensor(class_weights, dtype=torch.float64)
-    if weights.shape != (k,) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(
-            f"class_weights must be {k} non-negative numbers (one per class), not all zero; got "
-            f"{class_weights!r}."
-        )
-    return weights
 
 
 def synthetic_iterable_dataset(
@@ -77,8 +51,7 @@ def synthetic_iterable_dataset(
             ``ClassLabel``); default ``{image: Image(), label: ClassLabel(num_classes=K)}``.
         image_column, label_column: column names.
         seed: seed of the stream; shard ``i`` uses ``derive_seed(seed, i)``.
-        temperature: latent noise scale.
-        batch_size: samples per flow pass.
+        temperature, batch_size: latent noise scale; samples per flow pass.
         num_samples: total rows (``None``: endless).
         class_weights: relative frequency of each class (``None``: uniform).
         filter_threshold: class-posterior filter (see :class:`flowaug.SyntheticBank`).
@@ -86,58 +59,103 @@ def synthetic_iterable_dataset(
         mark_synthetic: add an ``is_synthetic=True`` column.
 
     Returns:
-        ``datasets.IterableDataset``; with ``interleave_datasets`` and a real stream:
-        ``interleave_datasets([real, synthetic], probabilities=[0.7, 0.3], seed=0)`` (or use
-        :func:`interleave_synthetic`).
+        ``datasets.IterableDataset``, e.g. for ``interleave_datasets([real, synthetic],
+        probabilities=[0.7, 0.3], seed=0)`` (or use :func:`interleave_synthetic`).
     """
     model = check_conditional_model(model)
     if len(model.event_shape) != 3:
         raise ValueError(
             f"synthetic_iterable_dataset needs an image model, got {list(model.event_shape)}."
         )
-    k = model.num_classes
+    features = _stream_features(model, features, image_column, label_column, mark_synthetic)
+    weights = _class_weights(class_weights, model.num_classes)
+    shards = _shards(seed, num_samples, num_shards)
+    codec = ImageCodec(features[image_column], None, model.event_shape, image_column)
+    sampling = (check_temperature(temperature), int(batch_size), filter_threshold)
+    rows = RowGenerator(model, codec, features, image_column, label_column, *sampling)
+    return _read_stream(rows, weights, shards, seed, temperature, batch_size, num_samples)
+
+
+def _stream_features(
+    model: ConditionalFlow, features: Features | None, image: str, label: str, mark: bool
+) -> Features:
     if features is None:
         mode = PIL_MODES.get(model.event_shape[0])
         features = Features(
-            {image_column: datasets.Image(mode=mode), label_column: ClassLabel(num_classes=k)}
+            {image: datasets.Image(mode=mode), label: ClassLabel(num_classes=model.num_classes)}
         )
     features = unflagged(features)
-    check_columns(features, image_column, label_column, k)
-    features = flagged(features) if mark_synthetic else features
-    weights = _class_weights(class_weights, k)
+    check_columns(features, image, label, model.num_classes)
+    return flagged(features) if mark else features
+
+
+def _class_weights(class_weights: Sequence[float] | None, k: int) -> Tensor:
+    if class_weights is None:
+        return torch.ones(k)
+    weights = torch.as_tensor(class_weights, dtype=torch.float64)
+    if weights.shape != (k,) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(
+            f"class_weights must be {k} non-negative numbers (one per class), not all zero; got "
+            f"{class_weights!r}."
+        )
+    return weights
+
+
+def _shards(seed: int, num_samples: int | None, num_shards: int) -> list[tuple[int, int | None]]:
+    """Each shard's ``(seed, rows)``: ``derive_seed(seed, i)`` and its share of ``num_samples``
+    (``None``: endless)."""
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
     if num_samples is not None and num_samples < 0:
         raise ValueError(f"num_samples must be >= 0 or None (endless), got {num_samples}.")
-    codec = ImageCodec(features[image_column], None, model.event_shape, image_column)
-    rows = RowGenerator(
-        model, codec, features, image_column, label_column, check_temperature(temperature),
-        int(batch_size), filter_threshold, mark_synthetic,
-    )  # fmt: skip
-    quotas: list[int | None] = (
-        [None] * num_shards
-        if num_samples is None
-        else [num_samples // num_shards + (i < num_samples % num_shards) for i in range(num_shards)]
-    )
-    shards = [(derive_seed(seed, i), q) for i, q in enumerate(quotas)]
+    if num_samples is None:
+        return [(derive_seed(seed, i), None) for i in range(num_shards)]
+    share, extra = divmod(num_samples, num_shards)
+    return [(derive_seed(seed, i), share + (i < extra)) for i in range(num_shards)]
+
+
+def _stream_rows(
+    rows: RowGenerator, weights: Tensor, shards: list[tuple[int, int | None]]
+) -> Iterator[dict[str, Any]]:
+    """Per shard, batches of classes drawn by ``weights`` until its rows are done."""
+    for shard_seed, quota in shards:
+        generator = torch.Generator().manual_seed(shard_seed)
+        made = 0
+        while quota is None or made < quota:
+            b = rows.batch_size if quota is None else min(rows.batch_size, quota - made)
+            y = torch.multinomial(weights, b, replacement=True, generator=generator)
+            yield from rows.rows({int(c): int((y == c).sum()) for c in y.unique()}, generator)
+            made += b
+
+
+def _read_stream(
+    rows: RowGenerator, weights: Tensor, shards: list, *request: Any
+) -> datasets.IterableDataset:
+    """The stream of :func:`_stream_rows`, fingerprinted by the model, the features, ``request``
+    (seed, temperature, batch_size and num_samples as given) and the other arguments."""
     key = fingerprint(
-        "flowaug.hf.synthetic_iterable_dataset/1", model_digest(model), features.to_dict(), seed,
-        temperature, batch_size, num_samples, weights.tolist(), filter_threshold, num_shards,
-    )  # fmt: skip
+        "flowaug.hf.synthetic_iterable_dataset/1",
+        model_digest(rows.model),
+        rows.features.to_dict(),
+        *request,
+        weights.tolist(),
+        rows.filter_threshold,
+        len(shards),
+    )
     kwargs = {"rows": rows, "weights": weights.float(), "shards": shards}
     try:
         from datasets.io.generator import GeneratorDatasetInputStream
 
         return GeneratorDatasetInputStream(
             generator=_stream_rows,
-            features=features,
+            features=rows.features,
             gen_kwargs=kwargs,
             streaming=True,
             fingerprint=key,
         ).read()
     except (ImportError, TypeError):  # older datasets: hashes the model, slower but correct
         return datasets.IterableDataset.from_generator(
-            _stream_rows, features=features, gen_kwargs=kwargs
+            _stream_rows, features=rows.features, gen_kwargs=kwargs
         )
 
 
@@ -166,10 +184,7 @@ def interleave_synthetic(
         seed: seed of the synthetic rows and of the interleaving.
         **stream_kwargs: passed to :func:`synthetic_iterable_dataset`.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
-        raise ValueError(
-            f"ratio must be a number > 0 (synthetic rows per real row), got {ratio!r}."
-        )
+    p = check_ratio(ratio, positive=True) / (1.0 + float(ratio))
     if isinstance(real, datasets.Dataset):
         real = real.with_format(None).to_iterable_dataset()
     if not isinstance(real, datasets.IterableDataset) or real.features is None:
@@ -182,7 +197,6 @@ def interleave_synthetic(
     synthetic = synthetic_iterable_dataset(
         model, features, image_column, label_column, seed=seed, **stream_kwargs
     )
-    p = float(ratio) / (1.0 + float(ratio))
     return datasets.interleave_datasets(
         [real, synthetic],
         probabilities=[1.0 - p, p],

@@ -39,9 +39,8 @@ class SyntheticTransform:
         features: Features | None = None,
         **augment_kwargs: Any,
     ):
-        p = check_probability(p)
+        self.p = check_probability(p)
         self.augment = FlowAugment(model, p=1.0, **augment_kwargs)
-        self.p = p
         self.image_column, self.label_column = image_column, label_column
         self.mark_column, self.features = mark_column, features
         seed = augment_kwargs.get("seed")
@@ -136,8 +135,4 @@ def synthetic_transform(
     Example:
         >>> ds = ds.with_transform(synthetic_transform(model, p=0.3, seed=0))  # doctest: +SKIP
     """
-    return SyntheticTransform(
-        model, p, image_column, label_column, mark_column, features, mode=mode,
-        temperature=temperature, strength=strength, bank=bank, seed=seed,
-        filter_threshold=filter_threshold, bank_size=bank_size, coarse_scales=coarse_scales,
-    )  # fmt: skip
+    return SyntheticTransform(**locals())  # every argument, by name
