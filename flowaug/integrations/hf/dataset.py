@@ -70,32 +70,25 @@ def augment_dataset(
         n_per_class: synthetic rows per class (an int, ``{class: n}`` or a list).
         ratio: synthetic rows per real row, per class (default ``1``; keeps the class balance).
         seed, temperature, batch_size: seed, latent noise scale and samples per flow pass.
-        filter_threshold: keep only samples whose class posterior under the flow is at least
-            this (see :class:`flowaug.SyntheticBank`).
+        filter_threshold: keep only samples whose class posterior under the flow reaches it.
         progress, cache_dir: progress bars; the datasets cache directory (default: its own).
 
     Returns:
-        ``datasets.Dataset`` of ``len(ds) + sum(counts)`` rows.
-
-    Example:
-        >>> aug = augment_dataset(ds, model, n_per_class=100, seed=0)  # doctest: +SKIP
-        >>> aug.filter(lambda r: r["is_synthetic"]).num_rows  # doctest: +SKIP
-        1000
+        ``datasets.Dataset`` of ``len(ds) + sum(counts)`` rows, e.g.
+        ``augment_dataset(ds, model, n_per_class=100, seed=0)``: 100 more rows per class.
     """
     ds = check_dataset(ds).with_format(None)
     check_column(ds.features, label_column, "label_column")
     if n_per_class is not None and ratio is not None:
         raise ValueError("pass n_per_class or ratio, not both.")
-    ratio = 1.0 if ratio is None else check_ratio(ratio, positive=False)
-    seed, temperature, batch_size = int(seed), check_temperature(temperature), int(batch_size)
     request = _Request(
         image_column,
         label_column,
         n_per_class,
-        ratio,
-        seed,
-        temperature,
-        batch_size,
+        1.0 if ratio is None else check_ratio(ratio, positive=False),
+        int(seed),
+        check_temperature(temperature),
+        int(batch_size),
         filter_threshold,
         progress,
         cache_dir,

@@ -68,16 +68,28 @@ def class_folder_names(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
-def _class_names(ds: Any, label_column: str, labels: np.ndarray) -> list[str]:
+def _folder_names(ds: Any, label_column: str, labels: np.ndarray) -> list[str]:
+    """The class folders' names; every row's label must be one of their classes."""
     feature = ds.features[label_column]
     if isinstance(feature, ClassLabel):
-        return list(feature.names)
-    if labels.size and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
+        names = list(feature.names)
+    elif labels.size and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
         raise ValueError(
             f"label column {label_column!r} holds values other than class indices 0, 1, ... "
             f"(e.g. {labels.min()!r}); cast it to a datasets.ClassLabel first."
         )
-    return [str(c) for c in range(int(labels.max()) + 1 if labels.size else 0)]
+    else:
+        names = [str(c) for c in range(int(labels.max()) + 1 if labels.size else 0)]
+    names = class_folder_names(names)
+    outside = np.flatnonzero((labels < 0) | (labels >= len(names)))
+    if outside.size:
+        i = int(outside[0])
+        raise ValueError(
+            f"row {i} has label {labels[i]!r}, not one of the {len(names)} classes (-1: "
+            f"unlabelled); every image in a folder needs a class: drop such rows first "
+            "(ds.filter) or label them."
+        )
+    return names
 
 
 def _column(ds: Any, column: str) -> np.ndarray:
@@ -121,15 +133,7 @@ def write_image_folder(
     synthetic = np.zeros(len(ds), dtype=bool)
     if synthetic_column in ds.column_names:
         synthetic = _column(ds, synthetic_column).astype(bool)
-    names = class_folder_names(_class_names(ds, label_column, labels))
-    outside = np.flatnonzero((labels < 0) | (labels >= len(names)))
-    if outside.size:
-        i = int(outside[0])
-        raise ValueError(
-            f"row {i} has label {labels[i]!r}, not one of the {len(names)} classes (-1: "
-            f"unlabelled); every image in a folder needs a class: drop such rows first "
-            "(ds.filter) or label them."
-        )
+    names = _folder_names(ds, label_column, labels)
     codec = ImageCodec.of(ds, image_column, (c, h, w))
     folders = [out / name for name in names]
     for k in np.unique(labels):

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from datasets import Features
+from tqdm.auto import tqdm
 
 from flowaug.flows.base import ConditionalFlow
 from flowaug.integrations.hf.columns import SYNTHETIC_COLUMN, ImageCodec
@@ -52,8 +53,6 @@ class RowGenerator:
 
     def seeded(self, counts: Mapping[int, int], seed: int, progress: bool) -> Iterator[dict]:
         """:meth:`rows` drawn from ``derive_seed(seed)``, with a progress bar."""
-        from tqdm.auto import tqdm
-
         generator = torch.Generator().manual_seed(derive_seed(seed))
         total = sum(counts.values())
         with tqdm(total=total, desc="flowaug: sampling", disable=not progress) as bar:
