@@ -56,13 +56,12 @@ def augment_dataset(
 ) -> datasets.Dataset:
     """The real rows plus synthetic rows, with the same ``Features`` and an ``is_synthetic`` column.
 
-    Synthetic rows hold a generated image (an ``Image`` column stays ``Image``, arrays keep their
-    dtype and layout) and its class (a ``ClassLabel`` stays one); other columns are ``None``.
-    Real rows come first, with ``is_synthetic=False``; a format or transform set on ``ds`` is
-    dropped. The synthetic rows are cached under a fingerprint of the model's weights and every
-    argument: the same call returns the same rows, and ``save_to_disk`` works on the result.
-    For tables (models with ``sample_frame``, e.g. :class:`flowaug.TabularFlow`) ``image_column``
-    is ignored: the model's columns are filled from its samples.
+    Synthetic rows hold a generated image (``Image`` columns stay ``Image``, arrays keep their
+    dtype and layout) and its class (a ``ClassLabel`` stays one), ``None`` in other columns. Real
+    rows come first, with ``is_synthetic=False``; a format or transform set on ``ds`` is dropped.
+    The synthetic rows are cached under a fingerprint of the model's weights and every argument:
+    the same call returns the same rows, and ``save_to_disk`` works on the result. For tables
+    (models with ``sample_frame``, e.g. :class:`flowaug.TabularFlow`) ``image_column`` is unused.
 
     Args:
         ds, model: one split; a trained class-conditional flow of the label column's classes.

@@ -254,9 +254,8 @@ def write_synthetic_shards(
             :func:`flowaug.hf.augment_dataset`.
         seed: seed of the whole set; shard ``i`` uses ``derive_seed(seed, i)``.
         rows_per_shard: rows per Parquet file (the unit of work and of resumption).
-        process_index, num_processes: this process's share; default: from ``torch.distributed``
-            when initialized, else ``accelerate.PartialState`` (1 process outside a launcher).
-        progress: a progress bar over this process's shards on process 0.
+        process_index, num_processes: this process's share (default: ``torch.distributed``'s
+            when initialized, else ``accelerate.PartialState``'s); progress: a bar on process 0.
 
     Returns:
         The shard files of this process (written now or found complete from an earlier run);
