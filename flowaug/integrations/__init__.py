@@ -1,0 +1,1 @@
+"""Adapters from flowaug's models to other libraries' data pipelines."""
