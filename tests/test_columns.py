@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from flowaug.columns import TableEncoder, redequantize
+from flowaug.flows.tabular import redequantize
+from flowaug.tabular import TableEncoder
 
 
 def mixed_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:

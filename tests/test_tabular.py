@@ -12,7 +12,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from flowaug.flows.base import standard_normal_log_prob
-from flowaug.flows.tabular import TabularFlow
+from flowaug.tabular import TabularFlow
 
 
 def random_flow(
