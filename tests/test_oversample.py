@@ -9,7 +9,7 @@ from imblearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.base import clone
 from sklearn.datasets import load_iris, load_wine
 
-from flowaug.oversample import FlowOversampler, resolve_sampling_strategy
+from flowaug.integrations.oversample import FlowOversampler, resolve_sampling_strategy
 
 FAST = dict(max_steps=10, model_kwargs=dict(depth=1, hidden=8))
 
