@@ -319,3 +319,11 @@ def test_is_an_imbalanced_learn_over_sampler() -> None:
     X, y = imbalanced_iris(as_frame=False)
     pipe = make_pipeline(FlowOversampler(random_state=0, max_steps=5), LogisticRegression())
     assert pipe.fit(X, y).score(X, y) > 0.5
+
+
+def test_docstring_example_runs() -> None:
+    import doctest
+
+    import flowaug.integrations.oversample
+
+    assert doctest.testmod(flowaug.integrations.oversample).failed == 0

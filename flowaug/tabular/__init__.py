@@ -7,11 +7,11 @@ from flowaug.tabular.categorical import (
     LabelEncoder,
     unlabelled_rows,
 )
-from flowaug.tabular.columns import ColumnEncoder, column_names
+from flowaug.tabular.columns import ColumnEncoder, column_names, dtype_family
 from flowaug.tabular.encoder import TableEncoder, column_from_config, fit_column
 from flowaug.tabular.model import TabularFlow
 from flowaug.tabular.numeric import ContinuousColumn, IntegerColumn
-from flowaug.tabular.schema import check_frame, dtype_family, short_names
+from flowaug.tabular.schema import check_frame, short_names
 
 __all__ = [
     "CategoricalColumn", "ColumnEncoder", "ConstantColumn", "ContinuousColumn", "IntegerColumn",

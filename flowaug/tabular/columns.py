@@ -14,7 +14,28 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-__all__ = ["ColumnEncoder", "column_names"]
+__all__ = ["ColumnEncoder", "column_names", "dtype_family"]
+
+
+def dtype_family(dtype: Any) -> str:
+    """``"bool"``, ``"integer"``, ``"float"`` or ``"text/category"`` (else the dtype's name):
+    dtypes of one family hold the same kind of values (``float32`` and ``float64`` do)."""
+    if isinstance(dtype, str):
+        try:
+            dtype = pd.api.types.pandas_dtype(dtype)
+        except TypeError:
+            return dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
+        return "text/category"
+    if pd.api.types.is_object_dtype(dtype):
+        return "text/category"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    return str(dtype)
 
 
 def native(value: Any, column: Any) -> Any:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from flowaug.flows.tabular import EDGE
 from flowaug.tabular.categorical import CategoricalColumn, ConstantColumn, LabelEncoder
-from flowaug.tabular.columns import ColumnEncoder, check_name, column_names, native
+from flowaug.tabular.columns import ColumnEncoder, check_name, column_names, dtype_family, native
 from flowaug.tabular.numeric import ContinuousColumn, IntegerColumn
 
 __all__ = ["TableEncoder", "column_from_config", "fit_column"]
@@ -40,15 +40,6 @@ def column_from_config(config: dict[str, Any]) -> ColumnEncoder:
     return _KINDS[kind](**config)
 
 
-def _is_categorical(s: pd.Series) -> bool:
-    return (
-        isinstance(s.dtype, pd.CategoricalDtype)
-        or pd.api.types.is_bool_dtype(s.dtype)
-        or pd.api.types.is_object_dtype(s.dtype)
-        or pd.api.types.is_string_dtype(s.dtype)
-    )
-
-
 def _fill_value(present: pd.Series, categorical: bool, impute: str, name: Any) -> Any:
     """What missing entries become: the mean (rounded for integers) or the mode."""
     if impute == "mean" and not categorical:
@@ -67,7 +58,7 @@ def fit_column(
     """Choose and fit the encoder for one column (see the module docstring)."""
     name = check_name(s.name)
     s = s.rename(name)  # encoders store the name in JSON: a plain int, never numpy's
-    categorical = categorical or _is_categorical(s)
+    categorical = categorical or dtype_family(s.dtype) in ("bool", "text/category")
     numeric = pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
     if not categorical and not numeric:
         raise TypeError(

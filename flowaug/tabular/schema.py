@@ -23,30 +23,10 @@ from typing import Any
 import pandas as pd
 
 from flowaug.tabular.categorical import CategoricalColumn
+from flowaug.tabular.columns import dtype_family
 from flowaug.tabular.encoder import TableEncoder
 
 __all__ = ["dtype_family", "check_frame", "short_names"]
-
-
-def dtype_family(dtype: Any) -> str:
-    """``"bool"``, ``"integer"``, ``"float"`` or ``"text/category"`` (else the dtype's name):
-    dtypes of one family hold the same kind of values (``float32`` and ``float64`` do)."""
-    if isinstance(dtype, str):
-        try:
-            dtype = pd.api.types.pandas_dtype(dtype)
-        except TypeError:
-            return dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return "bool"
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
-        return "text/category"
-    if pd.api.types.is_object_dtype(dtype):
-        return "text/category"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "integer"
-    if pd.api.types.is_float_dtype(dtype):
-        return "float"
-    return str(dtype)
 
 
 def short_names(names: Sequence[Any], limit: int = 5) -> str:
