@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from flowaug._checks import check_int
-from flowaug.flows.base import ConditionalFlow, check_float_tensor, evaluating
+from flowaug.flows.base import ConditionalFlow
+from flowaug.flows.checks import check_float_tensor, evaluating
 from flowaug.flows.layers import ActNorm, AffineCoupling, GaussianPrior, InvConv1x1
 from flowaug.flows.spline import SplineCoupling
 
@@ -254,7 +255,7 @@ class FeatureFlow(ConditionalFlow):
         """
         check_float_tensor("x", x, self.event_shape)
         y = self.check_labels(y, x.shape[0])
-        norms = [m for m in self.modules() if isinstance(m, ActNorm)]
+        norms = self._actnorms()
         with evaluating(self):  # no dropout; ActNorm initializes only in training mode
             for m in norms:
                 m.initialized.fill_(False)

@@ -23,7 +23,7 @@ from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils import check_random_state
 
 from flowaug._checks import check_int, check_temperature
-from flowaug.flows.base import evaluating
+from flowaug.flows.checks import evaluating
 from flowaug.integrations.sampler_inputs import as_frame, as_targets, restore_x
 from flowaug.tabular import TabularFlow, column_names, unlabelled_rows
 from flowaug.tabular.model import table_model
@@ -378,10 +378,11 @@ class FlowOversampler(BaseOverSampler):
 
 
 def _mean_bpd(model: TabularFlow, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean bits/dim of model-space rows, in eval mode."""
-    with torch.no_grad(), evaluating(model):
-        noise = torch.Generator().manual_seed(0)
-        return float(model.nll_bits_per_dim(x.to(model.device), y.to(model.device), noise).mean())
+    """Mean bits/dim of model-space rows, in eval mode (prepare_batch's noise included)."""
+    noise = torch.Generator().manual_seed(0)
+    with evaluating(model):
+        bpd = model.bits_per_dim(x.to(model.device), y.to(model.device), generator=noise)
+    return float(bpd.mean())
 
 
 def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

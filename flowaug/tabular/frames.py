@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from flowaug._checks import check_temperature
-from flowaug.flows.base import check_finite_samples, evaluating
+from flowaug.flows.checks import check_finite_samples, evaluating
 from flowaug.sizes import check_count_in_memory
 
 __all__ = ["FRAME_CHUNK_ROWS", "check_frame_size", "sample_frame"]
