@@ -313,7 +313,3 @@ class TableEncoder:
                 low, high = (c.minimum, c.maximum) if isinstance(c, IntegerColumn) else (0, 1)
                 groups.append((sl.start, c.width, float(low), float(high)))
         return groups
-
-    def continuous_mask(self) -> list[bool]:
-        """Per model dimension: ``True`` for continuous columns."""
-        return [not bool(d) for d in self._discrete_mask()]
