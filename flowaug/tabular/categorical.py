@@ -1,10 +1,4 @@
-"""Category columns and the class column.
-
-A categorical column over two observed categories takes one dimension (``code + u``, decoded by
-``floor``); over more, a one-hot block with uniform noise on every entry (the category's entry
-in ``[1, 2)``, the others in ``[0, 1)``), decoded by ``argmax``: only observed categories come
-out. A column with a single observed value takes no dimension at all.
-"""
+"""Category columns (over two or more observed values, or a single one) and the class column."""
 
 from __future__ import annotations
 
