@@ -12,7 +12,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from flowaug.flows.base import standard_normal_log_prob
-from flowaug.flows.tabular import TabularFlow
+from flowaug.tabular import TabularFlow
 
 
 def random_flow(
@@ -315,3 +315,36 @@ def test_training_learns_beyond_the_gaussian_start() -> None:
 def test_training_fits_two_moons_well() -> None:
     before, after = _moons_gain(n=1000, steps=1500, depth=4, hidden=32)
     assert after < before - 0.6, (before, after)
+
+
+@pytest.mark.parametrize(
+    "module", ["flowaug.flows.tabular", "flowaug.tabular.model", "flowaug.tabular.encoder"]
+)
+def test_docstring_examples_run(module) -> None:
+    import doctest
+    import importlib
+
+    assert doctest.testmod(importlib.import_module(module)).failed == 0
+
+
+def test_flows_layer_holds_the_tensor_model_and_tabular_the_frame_model() -> None:
+    import flowaug
+    import flowaug.flows
+    from flowaug.flows.tabular import FeatureFlow
+
+    assert issubclass(TabularFlow, FeatureFlow) and flowaug.TabularFlow is TabularFlow
+    assert flowaug.flows.TabularFlow is TabularFlow
+    assert not hasattr(FeatureFlow(3, 2, depth=1), "encode_frame")
+
+
+def test_the_flow_layer_imports_no_pandas() -> None:
+    import ast
+    from pathlib import Path
+
+    import flowaug.flows
+
+    for path in Path(flowaug.flows.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        modules += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        assert not [m for m in modules if m.split(".")[0] == "pandas"], path.name

@@ -1,1 +1,2 @@
-"""Adapters from flowaug's models to other libraries' data pipelines."""
+"""Where flowaug meets other libraries: torchvision, torch data, imbalanced-learn and Hugging Face
+datasets."""
