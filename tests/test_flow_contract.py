@@ -38,6 +38,8 @@ MODELS = {
     "table-spline": (lambda: _table(3, 3, "spline"), "real"),
     "table-affine": (lambda: _table(5, 3, "affine"), "real"),
     "table-unconditional": (lambda: _table(2, 0, "spline"), "real"),
+    "table-one-feature": (lambda: _table(1, 3, "spline"), "real"),
+    "table-one-feature-affine": (lambda: _table(1, 0, "affine"), "real"),
 }
 
 
