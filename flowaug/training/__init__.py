@@ -44,7 +44,10 @@ import torch
 from torch import Tensor, nn
 
 from flowaug._checks import check_int, check_number
-from flowaug.checkpoints import (
+from flowaug.data import FlowData, as_flow_data
+from flowaug.io import atomic_write_bytes, clear_stale_temporaries, load_tensors, save_tensors
+from flowaug.seeding import generator, stream_seed
+from flowaug.training.checkpoint import (
     check_intact,
     clear_stale_checkpoints,
     discard_checkpoint,
@@ -54,11 +57,8 @@ from flowaug.checkpoints import (
     read_trainer_state,
     unflatten_optimizer_state,
 )
-from flowaug.data import FlowData, as_flow_data
-from flowaug.interrupts import TrainingInterrupted, raise_on_sigterm, signum_of
-from flowaug.io import atomic_write_bytes, clear_stale_temporaries, load_tensors, save_tensors
-from flowaug.seeding import generator, stream_seed
-from flowaug.semi_supervised import SEMI_SUPERVISED_MODES, SemiSupervisedBatches
+from flowaug.training.interrupts import TrainingInterrupted, raise_on_sigterm, signum_of
+from flowaug.training.semi_supervised import SEMI_SUPERVISED_MODES, SemiSupervisedBatches
 
 __all__ = [
     "TrainConfig",
@@ -1196,7 +1196,7 @@ def fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if init is not None:
-            from flowaug.transfer import transfer_model
+            from flowaug.training.transfer import transfer_model
 
             model = transfer_model(init, flow_data.num_classes, flow_data.class_names)
         else:
