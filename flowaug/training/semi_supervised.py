@@ -41,11 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from flowaug.flows.base import evaluating
-from flowaug.seeding import generator
 
 __all__ = [
     "SEMI_SUPERVISED_MODES",
-    "stream_indices",
     "class_log_posteriors",
     "align_to_prior",
     "draw_labels",
@@ -53,26 +51,6 @@ __all__ = [
 ]
 
 SEMI_SUPERVISED_MODES = ("marginal", "pseudo")
-
-
-def stream_indices(n: int, start: int, count: int, seed: int, key: str) -> Tensor:
-    """Positions ``[start, start + count)`` of an endless stream of seeded permutations of
-    ``range(n)`` (epoch ``e`` is ``randperm(n)`` seeded by ``(seed, key, e)``).
-
-    A pure function of its arguments, so a resumed run draws the same batches; ``count`` may
-    exceed ``n`` (a batch then spans several epochs).
-
-    Returns:
-        LongTensor ``[count]`` of indices in ``[0, n)``.
-    """
-    parts, pos, end = [], start, start + count
-    while pos < end:
-        epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=generator(seed, key, epoch))
-        take = min(n - offset, end - pos)
-        parts.append(perm[offset : offset + take])
-        pos += take
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -164,93 +142,3 @@ def estimate_prior(labels: Tensor, log_posterior: Tensor, num_classes: int) -> T
     prior = counts / counts.sum()
     prior = prior.clamp_min(1e-3 / num_classes)
     return (prior / prior.sum()).float()
-
-
-class SemiSupervisedBatches:
-    """The batches of a semi-supervised run and the unlabelled pool's posteriors.
-
-    Before ``start`` a batch holds ``batch_size`` labelled rows; from then on
-    ``round(batch_size * unlabelled_fraction)`` of its rows come from the unlabelled pool, each
-    with a class from the posterior table (refreshed every ``refresh_every`` steps) and a weight.
-    Every draw is a pure function of ``(seed, step)`` and the table, so a run resumed with the
-    table from its checkpoint continues exactly.
-
-    Arguments:
-        labelled_x, labelled_y: the labelled rows ``[N_l, ...]`` (raw: integer images stay
-            integer) and their classes ``[N_l]``.
-        pool_x: the unlabelled rows ``[N_u, ...]``, raw.
-        num_classes: classes of the model.
-        config: the run's ``TrainConfig``.
-        prepare: ``prepare(x_raw, generator) -> x`` in model space (dequantization).
-    """
-
-    def __init__(self, labelled_x, labelled_y, pool_x, num_classes, config, prepare):
-        self.labelled_x, self.labelled_y, self.pool_x = labelled_x, labelled_y, pool_x
-        self.num_classes = num_classes
-        self.config = config
-        self.prepare = prepare
-        self.start = config.warmup_steps if config.unlabelled_start is None else (
-            config.unlabelled_start
-        )
-        self.refresh_every = config.refresh_every or config.eval_every
-        self.unlabelled_batch = int(round(config.batch_size * config.unlabelled_fraction))
-        self.labelled_batch = config.batch_size - self.unlabelled_batch
-        self.learn_prior = config.class_prior == "learn"
-        if isinstance(config.class_prior, list):
-            self.prior = torch.tensor(config.class_prior, dtype=torch.float32)
-        elif self.learn_prior:  # the labelled classes' shares, then EM updates
-            self.prior = estimate_prior(labelled_y, torch.zeros(0, num_classes), num_classes)
-        else:
-            self.prior = torch.full((num_classes,), 1.0 / num_classes)
-        self.log_posterior: Tensor | None = None
-
-    def needs_refresh(self, step: int) -> bool:
-        """Whether the posteriors are recomputed before step ``step``."""
-        if step < self.start or not self.unlabelled_batch:
-            return False
-        return (step - self.start) % self.refresh_every == 0 or self.log_posterior is None
-
-    def refresh(self, model: nn.Module, step: int, device: torch.device, batch_size: int) -> None:
-        """Recompute the pool's posteriors with the current weights (and the prior, if learned)."""
-        with evaluating(model):
-            x = self.prepare(self.pool_x, generator(self.config.seed, "refresh", step))
-        log_posterior = class_log_posteriors(model, x, self.prior.log(), batch_size, device)
-        if self.learn_prior:
-            self.prior = estimate_prior(self.labelled_y, log_posterior, self.num_classes)
-        if self.config.align_posteriors:
-            log_posterior = align_to_prior(log_posterior, self.prior)
-        self.log_posterior = log_posterior
-
-    def batch(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
-        """The global batch of step ``step``: ``(x_raw [B, ...], y [B], weights [B])``."""
-        seed = self.config.seed
-        n_l, n_u = len(self.labelled_y), self.pool_x.shape[0]
-        if step < self.start or not self.unlabelled_batch:
-            size = self.config.batch_size
-            index = stream_indices(n_l, step * size, size, seed, "lab-warm")
-            return self.labelled_x[index], self.labelled_y[index], torch.ones(size)
-        t = step - self.start
-        lab = stream_indices(n_l, t * self.labelled_batch, self.labelled_batch, seed, "lab")
-        unl = stream_indices(n_u, t * self.unlabelled_batch, self.unlabelled_batch, seed, "unl")
-        labels, weights = draw_labels(
-            self.log_posterior[unl],
-            self.config.semi_supervised,
-            self.config.pseudo_threshold,
-            generator(seed, "pseudo", step),
-        )
-        x = torch.cat([self.labelled_x[lab], self.pool_x[unl]])
-        y = torch.cat([self.labelled_y[lab], labels])
-        w = torch.cat([torch.ones(len(lab)), weights * self.config.unlabelled_weight])
-        return x, y, w
-
-    def state_tensors(self) -> dict[str, Tensor]:
-        """What a checkpoint keeps: the posterior table and the prior."""
-        out = {"prior": self.prior}
-        if self.log_posterior is not None:
-            out["log_posterior"] = self.log_posterior
-        return out
-
-    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        if "prior" in tensors:
-            self.prior = tensors["prior"].float()
-        self.log_posterior = tensors.get("log_posterior")
