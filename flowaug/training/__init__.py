@@ -3,11 +3,11 @@ loop (:mod:`.trainer`), checkpoints (:mod:`.checkpoint`), one call from data to 
 (:mod:`.fit`), semi-supervised fitting, transfer and interruption by signals."""
 
 from flowaug.training.batches import prepare_batch
-from flowaug.training.checkpoint import latest_checkpoint
+from flowaug.training.checkpoint import History, latest_checkpoint
 from flowaug.training.config import TrainConfig, default_config
 from flowaug.training.fit import build_model, fit, split_index, train_val_split
 from flowaug.training.interrupts import TrainingInterrupted
-from flowaug.training.trainer import FlowTrainer, History, NonFiniteLossError
+from flowaug.training.trainer import FlowTrainer, NonFiniteLossError
 from flowaug.training.transfer import transfer_model
 
 __all__ = [

@@ -24,24 +24,12 @@ from torch import Tensor, nn
 from flowaug.data import FlowData, as_flow_data
 from flowaug.flows.base import evaluating
 from flowaug.seeding import generator
-from flowaug.training.semi_supervised import (
-    align_to_prior,
-    class_log_posteriors,
-    draw_labels,
-    estimate_prior,
-)
+from flowaug.training import semi_supervised as semi
 
 __all__ = [
-    "Batch",
-    "SemiSupervisedBatches",
-    "TrainBatches",
-    "check_data",
-    "drop_labels",
-    "init_batch",
-    "prepare_batch",
-    "stream_indices",
-    "validation_set",
-]
+    "Batch", "SemiSupervisedBatches", "TrainBatches", "check_data", "drop_labels", "init_batch",
+    "prepare_batch", "stream_indices", "unlabelled_pool", "validation_set",
+]  # fmt: skip
 
 
 def prepare_batch(model: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -86,9 +74,9 @@ def drop_labels(data: Any) -> Any:
 def check_data(model: nn.Module, data: Any, name: str, needs_labels: bool = True) -> FlowData:
     """``data`` as a :class:`FlowData` (converted unless it is one) that fits ``model``."""
     levels = getattr(model, "levels", None)
-    out = data if isinstance(data, FlowData) else as_flow_data(
-        data, levels=levels, allow_unlabelled=True
-    )  # fmt: skip
+    out = data
+    if not isinstance(data, FlowData):
+        out = as_flow_data(data, levels=levels, allow_unlabelled=True)
     if out.event_shape != tuple(model.event_shape):
         raise ValueError(
             f"{name} has samples of shape {list(out.event_shape)} but the model expects "
@@ -113,22 +101,30 @@ def check_data(model: nn.Module, data: Any, name: str, needs_labels: bool = True
     return out
 
 
+def unlabelled_pool(data: FlowData, extra: FlowData | None) -> FlowData | None:
+    """The rows of ``data`` without a label followed by those of ``extra`` (its labels
+    dropped), or ``None`` when there are none."""
+    rows = None if data.y is None or not bool(data.unlabelled_mask.any()) else data.unlabelled()
+    if extra is None:
+        return rows
+    if extra.is_discrete != data.is_discrete:
+        raise ValueError(
+            f"unlabelled holds {extra.x.dtype} data but train holds {data.x.dtype}; "
+            "pass both as integer images with the same levels, or both as floats."
+        )
+    x = extra.x.to(data.x.dtype)
+    return replace(extra, x=x if rows is None else torch.cat([rows.x, x]), y=None)
+
+
 def split_unlabelled(
     model: nn.Module, config: Any, train: FlowData, unlabelled: Any
 ) -> tuple[FlowData, FlowData | None]:
     """``(labelled training rows, unlabelled pool or None)``. An unconditional model has no
     use for labels: it trains on every row, and no pool is returned."""
-    pool = None if train.y is None else train.unlabelled()
+    extra = None
     if unlabelled is not None:
         extra = check_data(model, drop_labels(unlabelled), "unlabelled", needs_labels=False)
-        if extra.is_discrete != train.is_discrete:
-            raise ValueError(
-                f"unlabelled holds {extra.x.dtype} data but train holds {train.x.dtype}; "
-                "pass both as integer images with the same levels, or both as floats."
-            )
-        extra_x = extra.x.to(train.x.dtype)
-        pool_x = extra_x if pool is None or not len(pool) else torch.cat([pool.x, extra_x])
-        pool = replace(extra, x=pool_x, y=None)
+    pool = unlabelled_pool(train, extra)
     if pool is None or not len(pool):
         return train, None
     if not int(getattr(model, "num_classes", 0)):
@@ -140,10 +136,9 @@ def split_unlabelled(
             "train has no labelled rows but the model is class-conditional; give some "
             "labelled examples, or fit an unconditional model (num_classes=None)."
         )
-    prior = config.class_prior
-    if isinstance(prior, list) and len(prior) != model.num_classes:
+    if isinstance(config.class_prior, list) and len(config.class_prior) != model.num_classes:
         raise ValueError(
-            f"class_prior has {len(prior)} entries but the model has "
+            f"class_prior has {len(config.class_prior)} entries but the model has "
             f"{model.num_classes} classes; give one per class."
         )
     return labelled, pool
@@ -176,18 +171,12 @@ class Batch(NamedTuple):
 
 
 class TrainBatches:
-    """The global batch of every step and this process's slice of it.
+    """The global batch of every step and this process's slice of it, from the training data
+    and more unlabelled rows as ``FlowTrainer.fit`` takes them (checked against ``model``).
 
-    Without unlabelled rows, epoch ``e`` walks ``randperm(N)`` seeded by ``(seed, "order",
-    e)``; with them, :class:`SemiSupervisedBatches` draws. The whole global batch is dequantized
-    with noise seeded by ``(seed, "noise", step)``, then sliced.
-
-    Arguments:
-        model: the flow being trained (its ``prepare_batch`` dequantizes).
-        train, unlabelled: the training data and more unlabelled rows (as ``FlowTrainer.fit``
-            takes them; checked against the model).
-        config: the run's ``TrainConfig``.
-        world, rank: number of processes and this one's index.
+    Without unlabelled rows epoch ``e`` walks ``randperm(N)`` seeded by ``(seed, "order", e)``;
+    with them :class:`SemiSupervisedBatches` draws. The global batch is dequantized with noise
+    seeded by ``(seed, "noise", step)``, then sliced for process ``rank`` of ``world``.
     """
 
     def __init__(self, model: nn.Module, train: Any, unlabelled: Any, config: Any, world: int,
@@ -252,27 +241,22 @@ class TrainBatches:
 class SemiSupervisedBatches:
     """The batches of a semi-supervised run and the unlabelled pool's posteriors.
 
-    Before ``start`` a batch holds ``batch_size`` labelled rows; from then on
-    ``round(batch_size * unlabelled_fraction)`` of its rows come from the unlabelled pool, each
-    with a class from the posterior table (refreshed every ``refresh_every`` steps) and a weight.
-    Every draw is a pure function of ``(seed, step)`` and the table, so a run resumed with the
-    table from its checkpoint continues exactly.
+    Before ``config.unlabelled_start`` a batch holds labelled rows only; from then on
+    ``round(batch_size * unlabelled_fraction)`` of its rows come from the pool, each with a class
+    from the posterior table (refreshed every ``refresh_every`` steps) and a weight. Every draw
+    is a function of ``(seed, step)`` and the table, which checkpoints keep.
 
     Arguments:
         labelled_x, labelled_y: the labelled rows ``[N_l, ...]`` (raw: integer images stay
-            integer) and their classes ``[N_l]``.
-        pool_x: the unlabelled rows ``[N_u, ...]``, raw.
-        num_classes: classes of the model.
-        config: the run's ``TrainConfig``.
+            integer) and their classes ``[N_l]``; ``pool_x``: the unlabelled rows, raw.
         prepare: ``prepare(x_raw, generator) -> x`` in model space (dequantization).
     """
 
     def __init__(self, labelled_x, labelled_y, pool_x, num_classes, config, prepare):
         self.labelled_x, self.labelled_y, self.pool_x = labelled_x, labelled_y, pool_x
         self.num_classes, self.config, self.prepare = num_classes, config, prepare
-        self.start = config.warmup_steps if config.unlabelled_start is None else (
-            config.unlabelled_start
-        )
+        start = config.unlabelled_start
+        self.start = config.warmup_steps if start is None else start
         self.refresh_every = config.refresh_every or config.eval_every
         self.unlabelled_batch = int(round(config.batch_size * config.unlabelled_fraction))
         self.labelled_batch = config.batch_size - self.unlabelled_batch
@@ -280,7 +264,7 @@ class SemiSupervisedBatches:
         if isinstance(config.class_prior, list):
             self.prior = torch.tensor(config.class_prior, dtype=torch.float32)
         elif self.learn_prior:  # the labelled classes' shares, then EM updates
-            self.prior = estimate_prior(labelled_y, torch.zeros(0, num_classes), num_classes)
+            self.prior = semi.estimate_prior(labelled_y, torch.zeros(0, num_classes), num_classes)
         else:
             self.prior = torch.full((num_classes,), 1.0 / num_classes)
         self.log_posterior: Tensor | None = None
@@ -295,11 +279,11 @@ class SemiSupervisedBatches:
         """Recompute the pool's posteriors with the current weights (and the prior, if learned)."""
         with evaluating(model):
             x = self.prepare(self.pool_x, generator(self.config.seed, "refresh", step))
-        log_posterior = class_log_posteriors(model, x, self.prior.log(), batch_size, device)
+        log_posterior = semi.class_log_posteriors(model, x, self.prior.log(), batch_size, device)
         if self.learn_prior:
-            self.prior = estimate_prior(self.labelled_y, log_posterior, self.num_classes)
+            self.prior = semi.estimate_prior(self.labelled_y, log_posterior, self.num_classes)
         if self.config.align_posteriors:
-            log_posterior = align_to_prior(log_posterior, self.prior)
+            log_posterior = semi.align_to_prior(log_posterior, self.prior)
         self.log_posterior = log_posterior
 
     def batch(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -313,15 +297,12 @@ class SemiSupervisedBatches:
         t = step - self.start
         lab = stream_indices(n_l, t * self.labelled_batch, self.labelled_batch, seed, "lab")
         unl = stream_indices(n_u, t * self.unlabelled_batch, self.unlabelled_batch, seed, "unl")
-        labels, weights = draw_labels(
-            self.log_posterior[unl],
-            self.config.semi_supervised,
-            self.config.pseudo_threshold,
-            generator(seed, "pseudo", step),
-        )
+        cfg = self.config
+        labels, weights = semi.draw_labels(self.log_posterior[unl], cfg.semi_supervised,
+                                           cfg.pseudo_threshold, generator(seed, "pseudo", step))
         x = torch.cat([self.labelled_x[lab], self.pool_x[unl]])
         y = torch.cat([self.labelled_y[lab], labels])
-        w = torch.cat([torch.ones(len(lab)), weights * self.config.unlabelled_weight])
+        w = torch.cat([torch.ones(len(lab)), weights * cfg.unlabelled_weight])
         return x, y, w
 
     def state_tensors(self) -> dict[str, Tensor]:

@@ -1,4 +1,5 @@
-"""Checkpoints of a training run: :func:`save_state` and :func:`load_state`.
+"""The state of a training run (:class:`History`, what it records; :class:`RunState`, what it
+resumes from) and its checkpoints: :func:`save_state` and :func:`load_state`.
 
 A checkpoint is a folder ``output_dir/checkpoints/step_NNNNNNNN`` holding :data:`MODEL_FILE`,
 :data:`OPTIMIZER_FILE`, :data:`EXTRA_FILE` (EMA and best weights, the semi-supervised state)
@@ -17,7 +18,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from flowaug.io import atomic_write_bytes, load_tensors, save_tensors
 from flowaug.training.config import TrainConfig
 
 __all__ = [
-    "MODEL_FILE", "OPTIMIZER_FILE", "EXTRA_FILE", "STATE_FILE", "RunState", "save_state",
+    "MODEL_FILE", "OPTIMIZER_FILE", "EXTRA_FILE", "STATE_FILE", "History", "RunState", "save_state",
     "load_state", "find_checkpoint", "check_intact", "checkpoint_damage",
     "clear_stale_checkpoints", "discard_checkpoint", "latest_checkpoint", "list_checkpoints",
     "read_trainer_state",
@@ -45,6 +46,45 @@ _CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
 RESUMABLE_CHANGES = frozenset(
     {"progress", "output_dir", "checkpoint_every", "keep_checkpoints", "max_time", "cpu"}
 )
+
+
+@dataclass
+class History:
+    """What a training run recorded.
+
+    Attributes:
+        records: one dict per evaluation: ``step``, ``epoch``, ``train_bpd`` (mean over the
+            steps since the previous record), ``val_bpd`` (``None`` without validation data),
+            ``lr``, ``time`` (seconds since the start), ``bad_steps`` (skipped so far).
+        best_step: step of the best validation bits/dim (whose weights the model ends with).
+        best_val_bpd: that validation bits/dim.
+        stopped_early: whether early stopping ended the run.
+        interrupted: the signal number that ended the run (SIGINT 2, SIGTERM 15), or None.
+        bad_steps: steps skipped for a non-finite loss or gradient.
+        steps: optimizer steps run.
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    best_step: int | None = None
+    best_val_bpd: float | None = None
+    stopped_early: bool = False
+    bad_steps: int = 0
+    steps: int = 0
+    interrupted: int | None = None
+
+    def column(self, key: str) -> list[Any]:
+        """One field of every record, e.g. ``history.column("val_bpd")``."""
+        return [r.get(key) for r in self.records]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> History:
+        return cls(**json.loads(Path(path).read_text()))
 
 
 @dataclass
@@ -71,6 +111,10 @@ class RunState:
     @classmethod
     def from_json(cls, meta: dict[str, Any]) -> RunState:
         return cls(**{f.name: meta[f.name] for f in fields(cls)[:-2] if f.name in meta})
+
+    def history(self, interrupted: int | None = None) -> History:
+        return History(list(self.records), self.best_step, self.best_val, self.stopped_early,
+                       self.bad_steps, self.step, interrupted)  # fmt: skip
 
 
 def save_state(

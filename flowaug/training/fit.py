@@ -4,7 +4,6 @@ and size (:func:`build_model`) and the one train/validation split (:func:`train_
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from torch import nn
 
 from flowaug._checks import check_int
 from flowaug.data import FlowData, as_flow_data
-from flowaug.training.batches import drop_labels
+from flowaug.training.batches import drop_labels, unlabelled_pool
 from flowaug.training.config import TrainConfig, default_config
 from flowaug.training.trainer import FlowTrainer
 from flowaug.training.transfer import transfer_model
@@ -126,16 +125,6 @@ def fit(data: Any, *, unlabelled: Any = None, init: Any = None, val: Any = None,
     return model
 
 
-def _labelled_and_pool(data: FlowData, extra: FlowData | None) -> tuple[FlowData, Any]:
-    """The labelled rows of ``data``, and its unlabelled ones followed by ``extra``'s."""
-    if data.y is None or not bool(data.unlabelled_mask.any()):
-        return data, extra
-    rows = data.unlabelled()
-    if extra is not None:
-        rows = replace(rows, x=torch.cat([rows.x, extra.x.to(rows.x.dtype)]))
-    return data.labelled(), rows
-
-
 def _from_data(data: Any, unlabelled: Any, val: Any, init: Any, seed: int,
                model_kwargs: dict[str, Any]) -> tuple[nn.Module, FlowData, Any, Any]:  # fmt: skip
     """Tensors, arrays and datasets: ``(model, labelled rows, unlabelled pool, val)``, the model
@@ -150,7 +139,8 @@ def _from_data(data: Any, unlabelled: Any, val: Any, init: Any, seed: int,
     extra = None
     if unlabelled is not None:
         extra = as_flow_data(drop_labels(unlabelled), levels=flow_data.levels)
-    labelled, pool = _labelled_and_pool(flow_data, extra)
+    labelled = flow_data if flow_data.y is None else flow_data.labelled()
+    pool = unlabelled_pool(flow_data, extra)
     val_data = None if val is None else as_flow_data(val, levels=flow_data.levels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -202,5 +192,6 @@ def _from_frame(frame: Any, unlabelled: Any, val: Any, init: Any, seed: int,
         names, allow = getattr(model, "class_names", None), unlabelled_mask is not None
         return as_flow_data((x.cpu(), y), class_names=names, allow_unlabelled=allow)
 
-    labelled, pool = _labelled_and_pool(encoded(table, mask), None)
-    return model, labelled, pool, None if val is None else encoded(val)
+    data = encoded(table, mask)
+    labelled = data if data.y is None else data.labelled()
+    return model, labelled, unlabelled_pool(data, None), None if val is None else encoded(val)

@@ -6,29 +6,19 @@ class-marginal likelihood ``log sum_y pi_y p(x | y)`` (FlowGMM), whose gradient 
 the flow is ``sum_y q(y | x) grad log p(x | y)``. Drawing ``y ~ q(y | x)`` and back-propagating
 ``log p(x | y)`` estimates that gradient without bias at the cost of *one* pass, where the exact
 sum costs one pass per class; the posterior of the whole unlabelled pool is refreshed every
-``refresh_every`` steps (a generalized EM), so a step costs what a labelled step costs.
+``refresh_every`` steps (a generalized EM), so a step costs what a labelled step costs. In
+``"pseudo"`` mode only confident examples take part, with their most probable class
+(``TrainConfig.semi_supervised``); the batches are drawn by
+:class:`flowaug.training.batches.SemiSupervisedBatches`.
 
-Two ways to use the posterior (``TrainConfig.semi_supervised``):
-
-- ``"marginal"``: every unlabelled example, with a class drawn from its posterior (the
-  stochastic class-marginal likelihood above);
-- ``"pseudo"``: only examples whose posterior is at least ``pseudo_threshold``, with their most
-  probable class (confident pseudo-labels, refreshed during training).
-
-The class prior ``pi`` is uniform (default), given (``TrainConfig.class_prior``), or learned
-(``class_prior="learn"``: at every refresh it is re-estimated from the labelled classes and the
-unlabelled posteriors, the EM update of mixture weights). By default the pool's posteriors are
-aligned to the prior (``align_posteriors``: their mean over the pool matches ``pi``), which stops
-one class from claiming ever more of the pool from refresh to refresh.
-
-Why these defaults (measured on digits, 600 steps, the flow's own classifier on pool images):
-
-- a learned prior without alignment let one class take 41% of a balanced pool (accuracy 87% ->
-  65% during training); aligned to a fixed prior, the same run ended at 90%;
-- the labelled examples' class shares are the wrong prior when labels were collected unevenly:
-  with 3 classes labelled 5 times and 7 labelled 50 times over a balanced pool, aligning to
-  those shares held the rare classes' recall at 35%, a uniform prior gave 93% and a learned
-  one 84%. Give ``class_prior`` when the pool's class shares are known to be uneven.
+The class prior ``pi`` is uniform (default), given or learned by EM (``TrainConfig.class_prior``);
+by default the pool's posteriors are aligned to it (:func:`align_to_prior`). Why these defaults
+(measured on digits, 600 steps, the flow's own classifier on pool images): a learned prior
+without alignment let one class take 41% of a balanced pool (accuracy 87% -> 65% during
+training), aligned to a fixed prior the same run ended at 90%; and the labelled examples' class
+shares are the wrong prior when labels were collected unevenly: with 3 classes labelled 5 times
+and 7 labelled 50 times over a balanced pool, aligning to those shares held the rare classes'
+recall at 35%, a uniform prior gave 93% and a learned one 84%.
 
 References:
     Semi-Supervised Learning with Normalizing Flows (Izmailov et al., 2020)
@@ -43,12 +33,9 @@ from torch import Tensor, nn
 from flowaug.flows.base import evaluating
 
 __all__ = [
-    "SEMI_SUPERVISED_MODES",
-    "class_log_posteriors",
-    "align_to_prior",
-    "draw_labels",
+    "SEMI_SUPERVISED_MODES", "class_log_posteriors", "align_to_prior", "draw_labels",
     "estimate_prior",
-]
+]  # fmt: skip
 
 SEMI_SUPERVISED_MODES = ("marginal", "pseudo")
 
@@ -81,10 +68,9 @@ def align_to_prior(log_posterior: Tensor, prior: Tensor, iterations: int = 10) -
     """Posteriors rescaled per class so that their mean over the pool matches ``prior``.
 
     Without it, a class whose density happens to be broad claims more and more unlabelled
-    examples from refresh to refresh (measured on digits: one class ended with 41% of the pool
-    and the flow's accuracy fell from 87% to 65%). Alternating the class rescaling with the
-    per-row normalization (Sinkhorn) is the distribution alignment of ReMixMatch
-    (Berthelot et al., 2019, https://arxiv.org/abs/1911.09785), applied to the whole pool.
+    examples from refresh to refresh. Alternating the class rescaling with the per-row
+    normalization (Sinkhorn) is the distribution alignment of ReMixMatch (Berthelot et al.,
+    2019, https://arxiv.org/abs/1911.09785), applied to the whole pool.
 
     Args:
         log_posterior: float tensor ``[N, num_classes]`` of log-probabilities.

@@ -4,8 +4,7 @@
 ``accelerate launch``): AdamW with warmup and cosine decay, gradient clipping, optional EMA of the
 weights, validation bits/dim with best-weights restore and early stopping, skipping of
 non-finite steps, and checkpoints from which a run resumes to exactly the weights of an
-uninterrupted run (every batch is a function of the seed and the step: see
-:mod:`flowaug.training.batches`).
+uninterrupted run (every batch is a function of the seed and the step: :mod:`.batches`).
 
 Example:
     >>> from flowaug import Glow
@@ -20,13 +19,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +32,11 @@ from torch import Tensor, nn
 
 from flowaug.data import FlowData
 from flowaug.flows.base import evaluating
-from flowaug.io import atomic_write_bytes, clear_stale_temporaries, save_model
+from flowaug.io import clear_stale_temporaries, save_model
 from flowaug.seeding import stream_seed
 from flowaug.training.batches import Batch, TrainBatches, check_data, init_batch, validation_set
 from flowaug.training.checkpoint import (
+    History,
     RunState,
     clear_stale_checkpoints,
     find_checkpoint,
@@ -48,50 +46,11 @@ from flowaug.training.checkpoint import (
 from flowaug.training.config import TrainConfig
 from flowaug.training.interrupts import TrainingInterrupted, raise_on_sigterm, signum_of
 
-__all__ = ["FlowTrainer", "History", "NonFiniteLossError"]
+__all__ = ["FlowTrainer", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training met too many consecutive steps with a NaN/inf loss or gradient."""
-
-
-@dataclass
-class History:
-    """What a training run recorded.
-
-    Attributes:
-        records: one dict per evaluation: ``step``, ``epoch``, ``train_bpd`` (mean over the
-            steps since the previous record), ``val_bpd`` (``None`` without validation data),
-            ``lr``, ``time`` (seconds since the start), ``bad_steps`` (skipped so far).
-        best_step: step of the best validation bits/dim (whose weights the model ends with).
-        best_val_bpd: that validation bits/dim.
-        stopped_early: whether early stopping ended the run.
-        interrupted: the signal number that ended the run (SIGINT 2, SIGTERM 15), or None.
-        bad_steps: steps skipped for a non-finite loss or gradient.
-        steps: optimizer steps run.
-    """
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    best_step: int | None = None
-    best_val_bpd: float | None = None
-    stopped_early: bool = False
-    bad_steps: int = 0
-    steps: int = 0
-    interrupted: int | None = None
-
-    def column(self, key: str) -> list[Any]:
-        """One field of every record, e.g. ``history.column("val_bpd")``."""
-        return [r.get(key) for r in self.records]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, path: str | os.PathLike) -> None:
-        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> History:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 class _NLLObjective(nn.Module):
@@ -179,14 +138,8 @@ class FlowTrainer:
         self._ssl = None
         self._root = None if config.output_dir is None else Path(config.output_dir) / "checkpoints"
 
-    def fit(
-        self,
-        train: Any,
-        val: Any = None,
-        *,
-        unlabelled: Any = None,
-        resume_from: str | os.PathLike | None = None,
-    ) -> History:
+    def fit(self, train: Any, val: Any = None, *, unlabelled: Any = None,
+            resume_from: str | os.PathLike | None = None) -> History:  # fmt: skip
         """Train on ``train``, validating on ``val``; returns the :class:`History`.
 
         Args:
@@ -448,9 +401,7 @@ class FlowTrainer:
 
     def _save_history(self, state: RunState, interrupted: int | None = None) -> History:
         """The :class:`History` so far, written to ``output_dir/history.json`` if set."""
-        s = state
-        self.history = History(list(s.records), s.best_step, s.best_val, s.stopped_early,
-                               s.bad_steps, s.step, interrupted)  # fmt: skip
+        self.history = state.history(interrupted)
         if self.config.output_dir is not None and self.accelerator.is_main_process:
             Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
             self.history.save(Path(self.config.output_dir) / "history.json")
