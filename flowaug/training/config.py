@@ -13,10 +13,7 @@ from flowaug.training.semi_supervised import SEMI_SUPERVISED_MODES
 
 __all__ = ["TrainConfig", "default_config"]
 
-_CHOICES = {
-    "mixed_precision": ("no", "bf16", "fp16"),
-    "schedule": ("cosine", "constant"),
-}
+_CHOICES = {"mixed_precision": ("no", "bf16", "fp16"), "schedule": ("cosine", "constant")}
 _POSITIVE_INTS = (
     "batch_size", "max_steps", "eval_every", "eval_batch_size", "keep_checkpoints",
     "max_bad_steps", "init_batch_size",

@@ -12,6 +12,7 @@ from torch import nn
 
 from flowaug._checks import check_int
 from flowaug.data import FlowData, as_flow_data
+from flowaug.flows import Glow, TabularFlow
 from flowaug.training.batches import drop_labels, unlabelled_pool
 from flowaug.training.config import TrainConfig, default_config
 from flowaug.training.trainer import FlowTrainer
@@ -28,8 +29,6 @@ def build_model(data: FlowData, num_samples: int | None = None, **model_kwargs: 
     (e.g. ``depth``, ``hidden``, ``dropout``).
     """
     if data.is_image:
-        from flowaug.flows.glow import Glow
-
         _, h, w = data.event_shape
         small = (len(data) if num_samples is None else num_samples) < 5000
         kwargs: dict[str, Any] = dict(
@@ -40,8 +39,6 @@ def build_model(data: FlowData, num_samples: int | None = None, **model_kwargs: 
         )
         return Glow(data.event_shape, num_classes=data.num_classes, **{**kwargs, **model_kwargs})
     if len(data.event_shape) == 1:
-        from flowaug.flows.tabular import TabularFlow
-
         return TabularFlow(data.event_shape[0], data.num_classes, **model_kwargs)
     raise ValueError(
         f"cannot pick a model for samples of shape {list(data.event_shape)}; pass images "
@@ -163,7 +160,6 @@ def _from_frame(frame: Any, unlabelled: Any, val: Any, init: Any, seed: int,
     import pandas as pd
 
     from flowaug.columns import unlabelled_rows
-    from flowaug.flows.tabular import TabularFlow
 
     model_kwargs = dict(model_kwargs)
     marker = model_kwargs.pop("unlabelled_label", -1)

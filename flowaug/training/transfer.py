@@ -24,27 +24,14 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from flowaug.flows.base import ConditionalFlow
+from flowaug.io import load
 
 __all__ = ["transfer_model"]
-
-
-def _load_source(init: Any) -> ConditionalFlow:
-    if isinstance(init, (str, os.PathLike)):
-        from flowaug.io import load
-
-        init = load(init)
-    if not isinstance(init, ConditionalFlow):
-        raise TypeError(
-            f"init must be a flowaug model (Glow, TabularFlow) or the folder of a saved one, got "
-            f"{type(init).__name__}."
-        )
-    return init
 
 
 def transfer_model(
@@ -66,7 +53,12 @@ def transfer_model(
     Raises:
         ValueError: the source is a table model whose column encoders hold other classes.
     """
-    source = _load_source(init)
+    source = load(init) if isinstance(init, (str, os.PathLike)) else init
+    if not isinstance(source, ConditionalFlow):
+        raise TypeError(
+            f"init must be a flowaug model (Glow, TabularFlow) or the folder of a saved one, got "
+            f"{type(init).__name__}."
+        )
     source_names = getattr(source, "class_names", None)
     names = None if class_names is None else [str(c) for c in class_names]
     if source.num_classes == num_classes and (names is None or source_names in (None, names)):
