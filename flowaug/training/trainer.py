@@ -367,7 +367,7 @@ class FlowTrainer:
         return record
 
     def _validate(self, loader: Any) -> tuple[float, float | None]:
-        """``(mean bits/dim, the flow's own classification accuracy or None)`` on ``loader``."""
+        """``(mean bits/dim, the flow's own classification accuracy or None)``."""
         acc, model = self.accelerator, self.model
         scores, hits = [], []
         for x, y in loader:
@@ -408,7 +408,6 @@ class FlowTrainer:
         return self.history
 
     def _run_meta(self, num_train: int) -> dict[str, Any]:
-        """What a checkpoint records of this run besides its counters."""
         model_config = getattr(self.model, "config", None)
         return dict(config=self.config.to_dict(), num_train=num_train, model_config=model_config)
 
