@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from flowaug.data import FlowData, as_flow_data
-from flowaug.flows.base import evaluating
+from flowaug.flows.checks import evaluating
 from flowaug.seeding import generator
 from flowaug.training import semi_supervised as semi
 

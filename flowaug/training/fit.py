@@ -3,16 +3,18 @@ and size (:func:`build_model`) and the one train/validation split (:func:`train_
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from flowaug._checks import check_int
 from flowaug.data import FlowData, as_flow_data
-from flowaug.flows import Glow, TabularFlow
+from flowaug.flows.glow import Glow
+from flowaug.tabular import TabularFlow, unlabelled_rows
+from flowaug.tabular.model import table_model
 from flowaug.training.batches import drop_labels, unlabelled_pool
 from flowaug.training.config import TrainConfig, default_config
 from flowaug.training.trainer import FlowTrainer
@@ -110,8 +112,7 @@ def fit(data: Any, *, unlabelled: Any = None, init: Any = None, val: Any = None,
     if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
     check_int("seed", seed, minimum=0)
-    pandas = sys.modules.get("pandas")  # a DataFrame implies pandas is imported
-    start = _from_frame if pandas is not None and isinstance(data, pandas.DataFrame) else _from_data
+    start = _from_frame if isinstance(data, pd.DataFrame) else _from_data
     model, labelled, pool, val_data = start(data, unlabelled, val, init, seed, model_kwargs)
     train = labelled
     if val is None and val_fraction > 0 and len(labelled) > 1:
@@ -157,13 +158,9 @@ def _from_frame(frame: Any, unlabelled: Any, val: Any, init: Any, seed: int,
     Rows whose label is ``unlabelled_label`` (default ``-1``; a model kwarg) and the rows of an
     ``unlabelled`` DataFrame (same feature columns, label column absent or ignored) shape the
     encoders and enter training as unlabelled examples."""
-    import pandas as pd
-
-    from flowaug.columns import unlabelled_rows
-
     model_kwargs = dict(model_kwargs)
     marker = model_kwargs.pop("unlabelled_label", -1)
-    label = model_kwargs.get("label")
+    label = model_kwargs.pop("label", None)
     table = frame
     if unlabelled is not None:
         extra = unlabelled
@@ -173,21 +170,11 @@ def _from_frame(frame: Any, unlabelled: Any, val: Any, init: Any, seed: int,
     mask = np.zeros(len(table), dtype=bool)
     if label is not None:
         mask = unlabelled_rows(table[label].to_numpy(), marker, f"the label column {label!r}")
-    if mask.any():  # a labelled class stands in for their label while encoders are learned
-        values = table[label].to_numpy()
-        table = table.assign(**{label: np.where(mask, values[~mask][0], values)})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = TabularFlow.from_frame(table, **model_kwargs)
-
-    def encoded(part: Any, unlabelled_mask: Any = None) -> FlowData:
-        x, y = model.encode_frame(part, seed=seed)
-        y = None if y is None else y.cpu()
-        if y is not None and unlabelled_mask is not None:
-            y = torch.where(torch.as_tensor(unlabelled_mask), -1, y)
-        names, allow = getattr(model, "class_names", None), unlabelled_mask is not None
-        return as_flow_data((x.cpu(), y), class_names=names, allow_unlabelled=allow)
-
-    data = encoded(table, mask)
-    labelled = data if data.y is None else data.labelled()
-    return model, labelled, unlabelled_pool(data, None), None if val is None else encoded(val)
+    model, x, y, pool = table_model(table, label, mask, seed, **model_kwargs)
+    names = model.class_names
+    val_data = None
+    if val is not None:
+        xv, yv = model.encode_frame(val, seed=seed)
+        val_data = as_flow_data((xv.cpu(), None if yv is None else yv.cpu()), class_names=names)
+    pool = as_flow_data(pool) if len(pool) else None
+    return model, as_flow_data((x, y), class_names=names), pool, val_data

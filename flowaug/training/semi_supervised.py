@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowaug.flows.base import evaluating
+from flowaug.flows.checks import evaluating
 
 __all__ = [
     "SEMI_SUPERVISED_MODES", "class_log_posteriors", "align_to_prior", "draw_labels",

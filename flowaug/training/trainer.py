@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from flowaug.data import FlowData
-from flowaug.flows.base import evaluating
+from flowaug.flows.checks import evaluating
 from flowaug.io import clear_stale_temporaries, save_model
 from flowaug.seeding import stream_seed
 from flowaug.training.batches import Batch, TrainBatches, check_data, init_batch, validation_set
