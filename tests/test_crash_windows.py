@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import flowaug
-import flowaug.checkpoints as checkpoints_module
+import flowaug.training.checkpoint as checkpoints_module
 from flowaug import FlowTrainer, Glow, TrainConfig
-from flowaug.checkpoints import list_checkpoints
 from flowaug.data import load_sklearn
 from flowaug.io.folders import _exchange, recover_folder, replace_folder, staging_folder
+from flowaug.training.checkpoint import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
