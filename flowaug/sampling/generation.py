@@ -14,12 +14,8 @@ import torch
 from torch import Tensor
 
 from flowaug._checks import check_temperature, check_threshold
-from flowaug.flows.base import (
-    ConditionalFlow,
-    check_conditional_model,
-    check_finite_samples,
-    evaluating,
-)
+from flowaug.flows.base import ConditionalFlow, check_conditional_model
+from flowaug.flows.checks import check_finite_samples, evaluating
 from flowaug.pixels import image_to_model, model_to_image
 from flowaug.seeding import derive_seed
 

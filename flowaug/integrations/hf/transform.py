@@ -12,8 +12,8 @@ from datasets import Features, Value
 from torch import Tensor
 
 from flowaug._checks import check_probability
-from flowaug.augment import FlowAugment
 from flowaug.flows.base import ConditionalFlow
+from flowaug.integrations.augment import FlowAugment
 from flowaug.integrations.hf.columns import ImageCodec
 from flowaug.seeding import WorkerRandomState, derive_seed
 
