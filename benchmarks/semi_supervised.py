@@ -69,7 +69,7 @@ import utility as U  # noqa: E402  (the shared harness: data split, CNN, augment
 
 import flowaug  # noqa: E402
 from flowaug import FlowTrainer, Glow, TrainConfig  # noqa: E402
-from flowaug.transfer import transfer_model  # noqa: E402
+from flowaug.training.transfer import transfer_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ARMS = (

@@ -56,7 +56,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowaug.oversample import FlowOversampler  # noqa: E402
+from flowaug.integrations.oversample import FlowOversampler  # noqa: E402
 
 DATASETS = {"breast_cancer": load_breast_cancer, "wine": load_wine}
 SEMI = "flowaug semi-supervised"

@@ -16,14 +16,16 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from flowaug.config_checks import check_fits_in_memory, format_bytes
-
 __all__ = [
     "check_count_in_memory",
+    "check_fits_in_memory",
+    "format_bytes",
+    "memory_limit_bytes",
     "check_count_on_disk",
     "flow_sample_bytes",
 ]
@@ -31,6 +33,37 @@ __all__ = [
 #: values a sample occupies while it is drawn at once: the noise, the sample and two
 #: intermediates of the same size (a coupling layer's halves and its output)
 _COPIES_WHILE_SAMPLING = 4
+
+
+def memory_limit_bytes() -> int | None:
+    """The machine's physical memory in bytes, or ``None`` where it cannot be read."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in readable units (``"1.5 GiB"``)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_fits_in_memory(estimate: int, what: str, fix: str) -> None:
+    """Refuse ``what`` when ``estimate`` bytes exceed the machine's physical memory.
+
+    Raises:
+        ValueError: naming ``what``, the estimate, the memory and ``fix``.
+    """
+    limit = memory_limit_bytes()
+    if limit is not None and estimate > limit:
+        raise ValueError(
+            f"{what} needs about {format_bytes(estimate)}, more than this machine's "
+            f"{format_bytes(limit)} of memory; {fix}"
+        )
 
 
 def flow_sample_bytes(model: Any) -> int:

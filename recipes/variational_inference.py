@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from flowaug.flows.tabular import TabularFlow
+from flowaug.tabular import TabularFlow
 
 _LOG_2PI = math.log(2 * math.pi)
 

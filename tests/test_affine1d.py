@@ -19,16 +19,6 @@ def _random_flow(num_layers):
 
 
 @pytest.mark.parametrize("num_layers", [1, 3])
-def test_inverse_and_logdet(num_layers):
-    flow = _random_flow(num_layers)
-    x = torch.randn(50, dtype=torch.float64) * 3
-    z, logdet = flow(x)
-    assert (flow.inverse(z) - x).abs().max() < 1e-9
-    dz_dx = torch.autograd.functional.jacobian(lambda t: flow(t)[0], x).diagonal()
-    assert torch.allclose(logdet, dz_dx.abs().log())
-
-
-@pytest.mark.parametrize("num_layers", [1, 3])
 def test_density_is_the_implied_gaussian_and_integrates_to_one(num_layers):
     flow = _random_flow(num_layers)
     mean, std = flow.mean.item(), flow.std.item()

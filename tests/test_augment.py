@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-import flowaug.augment
+import flowaug.integrations.augment.transform
 from flowaug import FlowAugment, Glow, SyntheticBank
 from flowaug.pixels import image_to_model
 
@@ -491,7 +491,7 @@ def test_labels_getter_none_ignores_labels(model, bank):
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(flowaug.augment).failed == 0
+    assert doctest.testmod(flowaug.integrations.augment.transform).failed == 0
 
 
 # --- labels it cannot read, images without labels (issue 13) ---------------------------------

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import flowaug
-import flowaug.checkpoints as checkpoints_module
+import flowaug.training.checkpoint as checkpoints_module
 from flowaug import FlowTrainer, Glow, TrainConfig
-from flowaug.checkpoints import list_checkpoints
 from flowaug.data import load_sklearn
-from flowaug.replace_dir import _exchange, recover_folder, replace_folder, staging_folder
+from flowaug.io.folders import _exchange, recover_folder, replace_folder, staging_folder
+from flowaug.training.checkpoint import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,8 @@ def _two_folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _kill_at(setup: str, new: Path, out: Path) -> str:
-    """A script that patches ``flowaug.replace_dir`` with ``setup``, then replaces ``out``."""
-    head = "import os, signal\nfrom pathlib import Path\nimport flowaug.replace_dir as rd\n"
+    """A script that patches ``flowaug.io.folders`` with ``setup``, then replaces ``out``."""
+    head = "import os, signal\nfrom pathlib import Path\nimport flowaug.io.folders as rd\n"
     call = f"rd.replace_folder(Path({str(new)!r}), Path({str(out)!r}))\nprint('not killed')\n"
     return head + textwrap.dedent(setup) + call
 

@@ -9,7 +9,17 @@ import torch
 from PIL import Image
 
 from flowaug import Glow
-from flowaug.data import FlowData, as_flow_data, load_data, load_image_folder, load_sklearn
+from flowaug.data import (
+    FlowData,
+    as_flow_data,
+    find_columns,
+    load_data,
+    load_hf_dataset,
+    load_image_folder,
+    load_sklearn,
+    resize_images,
+    to_hf_dataset,
+)
 
 
 def _uint8_images(n=6, c=1, h=4, w=4, seed=0):
@@ -241,3 +251,63 @@ def test_subset_keeps_metadata():
     part = data.subset([3, 1])
     assert part.levels == 17 and part.class_names == data.class_names and len(part) == 2
     assert torch.equal(part.x[0], data.x[3]) and part.y.tolist() == [3, 1]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_to_hf_dataset_round_trips_integer_images(channels):
+    images = _uint8_images(c=channels)
+    data = as_flow_data(images, [0, 1, 0, 1, 0, 1], class_names=["a", "b"])
+    ds = to_hf_dataset(data)
+    assert isinstance(ds.features["image"], datasets.Image)
+    assert ds.features["label"].names == ["a", "b"]
+    back = as_flow_data(ds)
+    assert torch.equal(back.x, data.x) and torch.equal(back.y, data.y)
+
+
+def test_to_hf_dataset_of_digits_and_features():
+    digits = load_sklearn("digits").subset(range(5))
+    pixels = np.asarray(to_hf_dataset(digits)[0]["image"])
+    assert pixels.tolist() == np.round(digits.x[0, 0].numpy() * 255 / 16).astype(int).tolist()
+    iris = load_sklearn("iris").subset(range(5))
+    table = to_hf_dataset(iris)
+    assert list(table.features)[:-1] == iris.feature_names
+    assert torch.allclose(as_flow_data(table).x, iris.x)
+    with pytest.raises(ValueError, match="no labels"):
+        to_hf_dataset(FlowData(x=iris.x, y=None))
+
+
+def test_load_hf_dataset_reads_specs_and_saved_splits(tmp_path):
+    ds, _ = _hf_image_dataset()
+    assert load_hf_dataset("sklearn:iris").num_rows == 150
+    datasets.DatasetDict({"only": ds}).save_to_disk(str(tmp_path / "one"))
+    assert load_hf_dataset(tmp_path / "one").num_rows == 4
+    datasets.DatasetDict({"a": ds, "b": ds}).save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(ValueError, match="none is 'train'"):
+        load_hf_dataset(tmp_path / "two")
+
+
+def test_find_columns_by_type_then_by_name():
+    ds, _ = _hf_image_dataset()
+    assert find_columns(ds.features) == ("image", "label")
+    plain = datasets.Dataset.from_dict({"img": [[1]], "target": [0]})
+    assert find_columns(plain.features) == ("img", "target")
+    with pytest.raises(ValueError, match="image_column 'nope' is not a column"):
+        find_columns(plain.features, image_column="nope")
+
+
+def test_labelled_of_unlabelled_data_is_empty():
+    data = as_flow_data(torch.rand(3, 2))
+    assert data.y is None and len(data.labelled()) == 0 and len(data.unlabelled()) == 3
+
+
+def test_resize_images_keeps_levels_and_the_old_path_still_imports():
+    from flowaug.resize import resize_images as old_path
+
+    digits = load_sklearn("digits").subset(range(4))
+    big = resize_images(digits, 16)
+    assert old_path is resize_images and big.event_shape == (1, 16, 16)
+    assert big.x.dtype == digits.x.dtype and int(big.x.max()) <= 16
+    with pytest.raises(ValueError, match="even number"):
+        resize_images(digits, 5)
+    with pytest.raises(ValueError, match="applies to images"):
+        resize_images(load_sklearn("iris"), 8)

@@ -1,4 +1,5 @@
-"""Glow as a whole: inverse, log-det, normalization, conditioning and input validation."""
+"""Glow as a whole beyond the model contract (tests/test_flow_contract.py): its scales,
+conditioning, sampling, bits/dim and input validation."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import math
 import pytest
 import torch
 from conftest import perturb_zero_init
-from torch.autograd.functional import jacobian
 
 from flowaug import Glow
 from flowaug.flows.layers import LogitTransform
 
-# (image_shape, num_classes, num_levels)
+# (image_shape, num_classes, num_scales)
 CONFIGS = [
     ((1, 4, 4), 3, None),
     ((3, 4, 4), 0, None),
@@ -22,12 +22,12 @@ CONFIGS = [
 ]
 
 
-def _model(shape, num_classes, num_levels, dtype=torch.float64):
+def _model(shape, num_classes, num_scales, dtype=torch.float64):
     coupling = "affine"
-    if num_levels == "spline":
-        coupling, num_levels = "spline", None
+    if num_scales == "spline":
+        coupling, num_scales = "spline", None
     model = Glow(
-        shape, num_classes, num_levels=num_levels, depth=2, hidden=8, cond_dim=4, coupling=coupling
+        shape, num_classes, num_scales=num_scales, depth=2, hidden=8, cond_dim=4, coupling=coupling
     )
     model = perturb_zero_init(model).to(dtype)
     x = torch.rand(16, *shape, dtype=dtype)
@@ -39,63 +39,13 @@ def _labels(model, n):
     return torch.arange(n) % model.num_classes if model.num_classes else None
 
 
-@pytest.mark.parametrize("shape,num_classes,num_levels", CONFIGS)
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
-def test_decode_inverts_encode(shape, num_classes, num_levels, dtype, tol):
-    model = _model(shape, num_classes, num_levels, dtype)
-    x = torch.rand(5, *shape, dtype=dtype) * 0.98 + 0.01
-    y = _labels(model, 5)
-    eps = model.encode(x, y)
-    assert eps.shape == (5, math.prod(shape))
-    assert (model.decode(eps, y) - x).abs().max() <= tol
-
-
-@pytest.mark.parametrize("shape,num_classes,num_levels", CONFIGS)
-def test_latent_scale_sizes_partition_eps_finest_first(shape, num_classes, num_levels):
-    model = _model(shape, num_classes, num_levels)
+@pytest.mark.parametrize("shape,num_classes,num_scales", CONFIGS)
+def test_latent_scale_sizes_partition_eps_finest_first(shape, num_classes, num_scales):
+    model = _model(shape, num_classes, num_scales)
     sizes = model.latent_scale_sizes
-    assert len(sizes) == model.config["num_levels"] and sum(sizes) == model.event_dim
+    assert len(sizes) == model.config["num_scales"] and sum(sizes) == model.event_dim
     # each split factors out half of what is left: the parts shrink from fine to coarse
     assert all(a >= b for a, b in zip(sizes, sizes[1:], strict=False))
-
-
-@pytest.mark.parametrize("shape,num_classes,num_levels", CONFIGS)
-def test_log_prob_matches_autograd_jacobian(shape, num_classes, num_levels):
-    model = _model(shape, num_classes, num_levels)
-    x = torch.rand(2, *shape, dtype=torch.float64) * 0.98 + 0.01
-    y = _labels(model, 2)
-    log_prob = model.log_prob(x, y)
-    for i in range(2):
-        yi = None if y is None else y[i : i + 1]
-
-        def f(xi, yi=yi):
-            return model.encode(xi.view(1, *shape), yi).flatten()
-
-        jac = jacobian(f, x[i].flatten())
-        eps = f(x[i].flatten())
-        expected = -0.5 * (eps.pow(2).sum() + eps.numel() * math.log(2 * math.pi))
-        expected = expected + torch.linalg.slogdet(jac)[1]
-        assert torch.allclose(log_prob[i], expected, atol=1e-7), (log_prob[i], expected)
-
-
-@pytest.mark.parametrize("num_classes", [0, 2])
-def test_density_integrates_to_one(num_classes):
-    """Midpoint rule over the support of a 4-dimensional model (1x2x2 images)."""
-    model = _model((1, 2, 2), num_classes, 1)
-    alpha = model.preprocess.alpha
-    lo, hi = -alpha / (1 - 2 * alpha), (1 - alpha) / (1 - 2 * alpha)  # where logit is defined
-    n = 28
-    edges = torch.linspace(lo, hi, n + 1, dtype=torch.float64)
-    mids = (edges[1:] + edges[:-1]) / 2
-    grid = torch.cartesian_prod(mids, mids, mids, mids).view(-1, 1, 2, 2)
-    y = torch.zeros(grid.shape[0], dtype=torch.long) if num_classes else None
-    with torch.no_grad():
-        total = sum(
-            model.log_prob(chunk, None if y is None else y[: len(chunk)]).exp().sum()
-            for chunk in grid.split(100_000)
-        )
-    integral = total * ((hi - lo) / n) ** 4
-    assert abs(integral.item() - 1.0) < 0.02, integral
 
 
 def test_logit_support_matches_integration_bounds():
@@ -193,7 +143,7 @@ def test_bad_input_gets_a_clear_error(x, y, error, match):
     "kwargs,match",
     [
         (dict(image_shape=(1, 8)), "image_shape must be"),
-        (dict(image_shape=(1, 6, 6), num_levels=2), "divisible by 4"),
+        (dict(image_shape=(1, 6, 6), num_scales=2), "divisible by 4"),
         (dict(image_shape=(1, 8, 8), depth=0), "depth"),
         (dict(image_shape=(1, 8, 8), num_classes=-1), "num_classes"),
         (dict(image_shape=(1, 8, 8), levels=1), "levels"),
@@ -319,3 +269,26 @@ def test_classify_with_a_prior_is_bayes_rule_at_any_scale():
     expected = (model.class_log_prob(x) + prior.log()).softmax(1)
     assert torch.allclose(model.classify(x, prior=prior), expected, atol=1e-6)
     assert torch.allclose(model.classify(x, prior=[2, 3, 5]), expected, atol=1e-6)
+
+
+def test_num_levels_is_a_deprecated_name_of_num_scales():
+    with pytest.warns(DeprecationWarning, match="num_scales"):
+        old = Glow((1, 8, 8), 2, num_levels=2, depth=1, hidden=4)
+    assert old.config["num_scales"] == 2 and "num_levels" not in old.config
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(DeprecationWarning):
+        Glow((1, 8, 8), 2, num_scales=1, num_levels=2)
+
+
+def test_a_model_saved_with_num_levels_still_loads(tmp_path, recwarn):
+    import json
+
+    import flowaug
+
+    model = Glow((1, 8, 8), 2, num_scales=2, depth=1, hidden=4)
+    model.save_pretrained(str(tmp_path))
+    record = json.loads((tmp_path / "config.json").read_text())
+    record["config"]["num_levels"] = record["config"].pop("num_scales")
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    loaded = flowaug.load(tmp_path)
+    assert loaded.config == model.config
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]

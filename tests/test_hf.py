@@ -503,6 +503,6 @@ def test_encode_frame_checks_dtypes_and_ignores_other_columns():
 def test_table_schema_doctest():
     import doctest
 
-    from flowaug import table_schema
+    from flowaug.tabular import schema as table_schema
 
     assert doctest.testmod(table_schema).failed == 0

@@ -20,7 +20,7 @@ GLOWS = {
     "conditional-8x8": dict(image_shape=(1, 8, 8), num_classes=3, depth=1, hidden=8, levels=17),
     "unconditional-8x8": dict(image_shape=(1, 8, 8), num_classes=0, depth=2, hidden=8),
     "rgb-4x4-one-level": dict(
-        image_shape=(3, 4, 4), num_classes=2, num_levels=1, depth=1, hidden=4
+        image_shape=(3, 4, 4), num_classes=2, num_scales=1, depth=1, hidden=4
     ),
 }
 
@@ -168,7 +168,7 @@ BAD_FIELDS = {
     "depth": (10**7, "an integer in [1, 1024]"),
     "dropout": (1.5, "[0, 1)"),
     "logit_alpha": (0.7, "(0, 0.5)"),
-    "num_levels": (99, "an integer in [1, 12] or null"),
+    "num_scales": (99, "an integer in [1, 12] or null"),
     "image_shape": ([1, 8], "[C, H, W]"),
     "coupling": ("magic", "one of ['affine', 'spline']"),
     "cond_dim": (True, "an integer in [1, 65536]"),
@@ -196,8 +196,8 @@ def test_weights_that_cannot_fit_in_memory_are_refused_with_an_estimate(saved):
 
 
 def test_the_memory_estimate_is_exact_for_real_models():
-    from flowaug.config_checks import estimate_state_bytes
     from flowaug.flows.tabular import TabularFlow
+    from flowaug.io.config_checks import estimate_state_bytes
 
     for cls, config in [
         (Glow, dict(image_shape=[1, 8, 8], num_classes=3, depth=5, hidden=8)),
@@ -238,7 +238,7 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, bad)
 def test_config_checks_doctest():
     import doctest
 
-    from flowaug import config_checks
+    from flowaug.io import config_checks
 
     assert doctest.testmod(config_checks).failed == 0
 

@@ -9,7 +9,7 @@ from imblearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.base import clone
 from sklearn.datasets import load_iris, load_wine
 
-from flowaug.oversample import FlowOversampler, resolve_sampling_strategy
+from flowaug.integrations.oversample import FlowOversampler, resolve_sampling_strategy
 
 FAST = dict(max_steps=10, model_kwargs=dict(depth=1, hidden=8))
 
@@ -319,3 +319,11 @@ def test_is_an_imbalanced_learn_over_sampler() -> None:
     X, y = imbalanced_iris(as_frame=False)
     pipe = make_pipeline(FlowOversampler(random_state=0, max_steps=5), LogisticRegression())
     assert pipe.fit(X, y).score(X, y) > 0.5
+
+
+def test_docstring_example_runs() -> None:
+    import doctest
+
+    import flowaug.integrations.oversample
+
+    assert doctest.testmod(flowaug.integrations.oversample).failed == 0

@@ -8,7 +8,8 @@ import pickle
 import pytest
 import torch
 
-import flowaug.sampling
+import flowaug.sampling.bank
+import flowaug.sampling.generation
 from flowaug import Glow, SyntheticBank
 from flowaug.pixels import from_codes, image_to_model, model_to_image, to_codes
 from flowaug.sampling import (
@@ -44,7 +45,6 @@ def test_from_codes_uint8_spans_0_to_255():
     assert from_codes(codes, 17, torch.uint8).tolist() == [0, 128, 255]
     full = torch.arange(256, dtype=torch.uint8)
     assert torch.equal(from_codes(full, 256, torch.uint8), full)
-
 
 
 # --- counts -----------------------------------------------------------------------------------
@@ -245,5 +245,6 @@ def test_unfiltered_samples_mostly_carry_their_label(digits_glow):
     assert agree >= 0.9
 
 
-def test_docstring_examples_run():
-    assert doctest.testmod(flowaug.sampling).failed == 0
+@pytest.mark.parametrize("module", [flowaug.sampling.generation, flowaug.sampling.bank])
+def test_docstring_examples_run(module):
+    assert doctest.testmod(module).failed == 0

@@ -12,8 +12,9 @@ from PIL import Image
 import flowaug
 from flowaug import FlowTrainer, Glow, TrainConfig
 from flowaug.data import as_flow_data, load_image_folder, load_sklearn
-from flowaug.semi_supervised import align_to_prior, draw_labels, estimate_prior, stream_indices
-from flowaug.transfer import transfer_model
+from flowaug.training.batches import stream_indices
+from flowaug.training.semi_supervised import align_to_prior, draw_labels, estimate_prior
+from flowaug.training.transfer import transfer_model
 
 TINY = dict(depth=1, hidden=8, levels=17)
 
@@ -135,7 +136,7 @@ def test_align_to_prior_matches_the_pool_mean_and_keeps_rows_normalized():
 
 
 def test_the_default_prior_is_uniform_whatever_the_labels_shares():
-    from flowaug.semi_supervised import SemiSupervisedBatches
+    from flowaug.training.batches import SemiSupervisedBatches
 
     y = torch.tensor([0] * 50 + [1] * 5 + [2] * 5)  # labels collected unevenly
     x, pool = torch.zeros(60, 2), torch.zeros(30, 2)

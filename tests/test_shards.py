@@ -14,7 +14,12 @@ from conftest import torchrun_two_cpu
 from test_distributed import launch_cpu_ranks
 
 import flowaug
-from flowaug.shards import MANIFEST, load_synthetic_shards, plan_shards, write_synthetic_shards
+from flowaug.integrations.hf.shards import (
+    MANIFEST,
+    load_synthetic_shards,
+    plan_shards,
+    write_synthetic_shards,
+)
 
 NAMES = [str(d) for d in range(10)]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.datasets import load_iris
 
-import flowaug.flows.tabular as tabular_module
+import flowaug.tabular.frames as tabular_module
 from flowaug import FlowAugment, SyntheticBank, TabularFlow
 from flowaug.hf import augment_dataset
 from flowaug.shards import write_synthetic_shards

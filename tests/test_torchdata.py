@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import flowaug.torchdata
+import flowaug.integrations.torchdata
 from flowaug import SyntheticDataset
+from flowaug.integrations.torchdata import mix_datasets
 from flowaug.pixels import image_to_model
-from flowaug.torchdata import mix_datasets
 
 
 def test_layout_and_labels(model):
@@ -129,4 +129,4 @@ def test_mix_datasets_errors(model):
 
 
 def test_docstring_examples_run():
-    assert doctest.testmod(flowaug.torchdata).failed == 0
+    assert doctest.testmod(flowaug.integrations.torchdata).failed == 0

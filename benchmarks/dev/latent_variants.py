@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utility as U  # noqa: E402
 
 from flowaug import Glow  # noqa: E402
-from flowaug.pixels import image_to_model
-from flowaug.sampling import model_to_image  # noqa: E402
+from flowaug.pixels import image_to_model, model_to_image  # noqa: E402
 
 
 @torch.no_grad()

@@ -9,8 +9,7 @@ Whole models (:class:`ConditionalFlow`) map data in *model space* (float tensors
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,106 +17,23 @@ import torch
 from torch import Tensor, nn
 
 from flowaug._checks import check_temperature
+from flowaug.flows.checks import (
+    check_finite_samples,
+    check_float_tensor,
+    evaluating,
+    standard_normal_log_prob,
+)
+from flowaug.pixels import dequantize
 
 __all__ = [
-    "FlowLayer",
     "ConditionalFlow",
-    "standard_normal_log_prob",
-    "check_float_tensor",
+    "FlowLayer",
+    "check_conditional_model",
     "check_finite_samples",
+    "check_float_tensor",
     "evaluating",
+    "standard_normal_log_prob",
 ]
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_log_prob(eps: Tensor) -> Tensor:
-    """Log-density of a standard normal, summed over all but the batch dimension.
-
-    Args:
-        eps: float tensor ``[B, ...]``.
-
-    Returns:
-        Tensor ``[B]`` in nats.
-    """
-    flat = eps.flatten(1)
-    return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * _LOG_2PI)
-
-
-def check_float_tensor(
-    name: str,
-    x: Any,
-    shape: Sequence[int] | None = None,
-    bounds: tuple[float, float] | None = None,
-) -> Tensor:
-    """Validate a model-space input: a finite float tensor ``[B, *shape]``, with values inside
-    ``bounds`` when given.
-
-    Raises:
-        TypeError: ``x`` is not a floating-point tensor.
-        ValueError: wrong shape, NaN/inf values, or values outside ``bounds``.
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor in model space, got dtype {x.dtype}; "
-            "convert integer images with flowaug.pixels.to_model_space(x, levels)."
-        )
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(
-            f"{name} must have shape [B, {', '.join(map(str, shape))}] (the model's event shape), "
-            f"got {list(x.shape)}."
-        )
-    if bounds is None or not x.numel():
-        _check_finite(name, x)
-        return x
-    # one reduction (one host sync on a GPU) checks both: NaN fails the comparison too
-    lo, hi = torch.aminmax(x.detach())
-    if not bool((lo >= bounds[0]) & (hi <= bounds[1])):
-        _check_finite(name, x)
-        raise ValueError(
-            f"{name} holds values in [{float(lo):.4g}, {float(hi):.4g}], outside the model "
-            f"space [{bounds[0]:g}, {bounds[1]:g}]; dequantize integer images with "
-            "model.prepare_batch(x) and rescale float images to [0, 1]."
-        )
-    return x
-
-
-def check_finite_samples(x: Tensor, temperature: float | None = None) -> Tensor:
-    """Refuse generated samples holding NaN or inf (they would be written as blank or garbage
-    rows); returns ``x`` unchanged.
-
-    Raises:
-        ValueError: how many samples are affected, and what to do.
-    """
-    finite = torch.isfinite(x.detach()).flatten(1).all(1) if x.ndim > 1 else torch.isfinite(x)
-    if bool(finite.all()):
-        return x
-    bad = int((~finite).sum())
-    at = "" if temperature is None else f" at temperature {temperature:g}"
-    raise ValueError(
-        f"the model generated {bad} of {finite.numel()} samples{at} with NaN or infinite "
-        "values; nothing was written. Its weights are damaged or the training diverged (reload "
-        "or retrain it), or the temperature is too high (try <= 1)."
-    )
-
-
-def _check_finite(name: str, x: Tensor) -> None:
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf values; clean the input before the flow.")
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode inside the block, its previous mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
 
 class FlowLayer(nn.Module):
     """An invertible layer: ``forward(x, cond) -> (z, logdet)``, ``inverse(z, cond) -> x``.
@@ -371,12 +287,9 @@ class ConditionalFlow(nn.Module):
         Returns:
             ``x``: float tensor ``[B, *event_shape]``; ``log_q``: tensor ``[B]`` in nats.
         """
-        from flowaug.flows.layers import ActNorm  # local: layers imports this module
-
         labels, n = self._sample_labels(y, num_samples)
-        for m in self.modules():
-            if isinstance(m, ActNorm):
-                m.initialized.fill_(True)
+        for norm in self._actnorms():
+            norm.initialized.fill_(True)
         with evaluating(self):  # gradients still flow: eval only turns dropout off
             eps = torch.randn(n, self.event_dim, generator=generator, device=self.device)
             x = self._inverse(eps, labels)
@@ -392,22 +305,20 @@ class ConditionalFlow(nn.Module):
         Deterministic in ``(x, y)``: every process that calls it with the same batch ends with
         the same parameters.
         """
-        from flowaug.flows.layers import ActNorm  # local: layers imports this module
-
         x = self._as_model_dtype(check_float_tensor("x", x, self.event_shape))
-        norms = [m for m in self.modules() if isinstance(m, ActNorm)]
+        norms = self._actnorms()
         for m in norms:
             m.initialized.fill_(False)
-        was_training = self.training
-        # eval() elsewhere, but ActNorm initializes only in train mode; dropout is moot here
-        # because every coupling starts as the identity
-        self.train()
-        try:
+        # ActNorm initializes only in train mode; dropout is moot here because every coupling
+        # starts as the identity
+        with evaluating(self, train=True):
             self._forward(x, self.check_labels(y, x.shape[0]))
-        finally:
-            self.train(was_training)
         for m in norms:
             m.initialized.fill_(True)
+
+    def _actnorms(self) -> list[nn.Module]:
+        """The layers with data-dependent initialization (an ``initialized`` flag: ActNorm)."""
+        return [m for m in self.modules() if isinstance(getattr(m, "initialized", None), Tensor)]
 
     @property
     def levels(self) -> int | None:
@@ -421,8 +332,6 @@ class ConditionalFlow(nn.Module):
         float tensors are taken as already in model space.
         """
         if isinstance(x, Tensor) and not x.is_floating_point() and x.dtype != torch.bool:
-            from flowaug.pixels import dequantize
-
             if self.levels is None:
                 raise TypeError(
                     f"x has integer dtype {x.dtype} but this model has no `levels`; pass float "
@@ -431,19 +340,41 @@ class ConditionalFlow(nn.Module):
             return dequantize(x, self.levels, generator=generator)
         return check_float_tensor("x", x, self.event_shape)
 
+    @torch.no_grad()
+    def bits_per_dim(
+        self,
+        x: Tensor,
+        y: Tensor | None = None,
+        levels: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Negative log-likelihood in bits/dim, ``[B]``, of a raw batch, in eval mode.
+
+        Integer data (e.g. images ``[B, C, H, W]`` in ``[0, levels - 1]``) is dequantized with
+        ``generator``'s uniform noise and reported in discrete terms, ``-log2 P(x) / D`` with
+        ``P`` the probability of the integer data (a one-sample stochastic lower bound, as
+        published numbers are); float data in model space gives continuous bits/dim.
+
+        Args:
+            x: integer or float tensor ``[B, *event_shape]``.
+            y: LongTensor ``[B]`` of classes (``None`` for unconditional models).
+            levels: intensity levels of integer ``x`` (default: the model's ``levels``).
+            generator: for the dequantization noise.
+        """
+        discrete = not x.is_floating_point()
+        if discrete and levels is not None:
+            x01 = dequantize(x, levels, generator=generator)
+        else:
+            x01 = self.prepare_batch(x, generator)
+            levels = self.levels if discrete else None
+        with evaluating(self):  # a metric: never initializes ActNorm or draws dropout
+            return self.bits_per_dim_from_log_prob(self.log_prob(x01.to(self.device), y), levels)
+
     def nll_bits_per_dim(
         self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Negative log-likelihood in bits/dim, ``[B]``, of a raw batch.
-
-        Integer data is dequantized and reported in discrete terms (comparable with published
-        numbers); float data gives continuous bits/dim.
-        """
-        discrete = not x.is_floating_point()
-        x01 = self.prepare_batch(x, generator)
-        return self.bits_per_dim_from_log_prob(
-            self.log_prob(x01, y), self.levels if discrete else None
-        )
+        """:meth:`bits_per_dim` at the model's own ``levels`` (its older signature)."""
+        return self.bits_per_dim(x, y, generator=generator)
 
     def bits_per_dim_from_log_prob(self, log_prob: Tensor, levels: int | None = None) -> Tensor:
         """Convert ``log p(x)`` of model-space data to bits/dim.

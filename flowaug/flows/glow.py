@@ -3,30 +3,71 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from flowaug.flows.base import ConditionalFlow, evaluating
+from flowaug.flows.base import ConditionalFlow
 from flowaug.flows.layers import FlowStep, GaussianPrior, LogitTransform, Split, Squeeze
 from flowaug.pixels import check_levels
 
 __all__ = ["Glow"]
 
 
-def _default_levels(height: int, width: int) -> int:
+def _default_scales(height: int, width: int) -> int:
     """As many scales as keep the top at >= 2x2 pixels, at most 3."""
-    levels = 0
-    while levels < 3 and height % 2 == 0 and width % 2 == 0 and min(height, width) >= 4:
-        height, width, levels = height // 2, width // 2, levels + 1
-    return max(levels, 1)
+    scales = 0
+    while scales < 3 and height % 2 == 0 and width % 2 == 0 and min(height, width) >= 4:
+        height, width, scales = height // 2, width // 2, scales + 1
+    return max(scales, 1)
+
+
+def _renamed_num_levels(num_scales: int | None, num_levels: int | None) -> int | None:
+    """``num_scales``, or its deprecated old name ``num_levels`` (with a warning)."""
+    if num_levels is None:
+        return num_scales
+    warnings.warn(
+        "Glow(num_levels=...) is now Glow(num_scales=...) (it is the number of scales, not of "
+        "intensity levels, which is `levels`); num_levels will be removed.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if num_scales is not None and num_scales != num_levels:
+        raise ValueError(
+            f"num_scales={num_scales} and its old name num_levels={num_levels} disagree; pass "
+            "num_scales only."
+        )
+    return num_levels
+
+
+def _check_scales(h: int, w: int, num_scales: int, chosen: bool) -> None:
+    """Refuse ``num_scales`` squeezes that ``h x w`` images cannot take, saying what fits."""
+    if num_scales >= 1 and not h % (2**num_scales) and not w % (2**num_scales):
+        return
+    fits = 0
+    while fits < 3 and h % (2 ** (fits + 1)) == 0 and w % (2 ** (fits + 1)) == 0:
+        fits += 1
+    smaller = (
+        f", or pass Glow(num_scales={fits}) (the most scales {h}x{w} takes)"
+        if chosen and fits >= 1
+        else ""
+    )
+    size = max(8, 8 * round(max(h, w) / 8))
+    raise ValueError(
+        f"Glow with num_scales={num_scales} scales needs height and width divisible by "
+        f"{2**num_scales}, got {h}x{w}; resize or pad the images to e.g. {size}x{size} "
+        f"(`flowaug fit --image-size {size}`, or torchvision v2.Resize / v2.Pad before "
+        f"fitting){smaller}."
+    )
 
 
 class Glow(ConditionalFlow):
     """Multi-scale Glow for small images, conditioned on a class label.
 
-    Data ``x`` in ``[0, 1]`` (dequantized) goes through a logit transform, then ``num_levels``
+    Data ``x`` in ``[0, 1]`` (dequantized) goes through a logit transform, then ``num_scales``
     scales of ``squeeze -> depth x (ActNorm, LU 1x1 conv, affine coupling) -> split``; the last
     scale ends in a Gaussian prior. The class enters through a learned embedding that biases
     every coupling network, every split prior and the top prior. The whole map lands on a
@@ -39,7 +80,8 @@ class Glow(ConditionalFlow):
     Arguments:
         image_shape: ``(C, H, W)``, with ``H`` and ``W`` even (8x8 up to 32x32, 1 or 3 channels).
         num_classes: number of classes; ``None`` or ``0`` for an unconditional model.
-        num_levels: number of scales (default: as many as keep the top at >= 2x2, at most 3).
+        num_scales: number of scales (default: as many as keep the top at >= 2x2, at most 3).
+            ``num_levels``, its old name, still works with a ``DeprecationWarning``.
         depth: flow steps per scale.
         hidden: width of the coupling networks.
         cond_dim: size of the class embedding.
@@ -68,7 +110,7 @@ class Glow(ConditionalFlow):
         self,
         image_shape: Sequence[int],
         num_classes: int | None = None,
-        num_levels: int | None = None,
+        num_scales: int | None = None,
         depth: int = 8,
         hidden: int = 64,
         cond_dim: int = 32,
@@ -78,31 +120,18 @@ class Glow(ConditionalFlow):
         levels: int = 256,
         coupling: str = "affine",
         bins: int = 8,
+        num_levels: int | None = None,
     ):
         super().__init__()
+        num_scales = _renamed_num_levels(num_scales, num_levels)
         if len(image_shape) != 3 or any(int(s) <= 0 for s in image_shape):
             raise ValueError(
                 f"image_shape must be (C, H, W) with positive sizes, got {image_shape}."
             )
         c, h, w = (int(s) for s in image_shape)
-        chosen = num_levels is not None
-        num_levels = _default_levels(h, w) if num_levels is None else int(num_levels)
-        if num_levels < 1 or h % (2**num_levels) or w % (2**num_levels):
-            fits = 0
-            while fits < 3 and h % (2 ** (fits + 1)) == 0 and w % (2 ** (fits + 1)) == 0:
-                fits += 1
-            smaller = (
-                f", or pass Glow(num_levels={fits}) (the most scales {h}x{w} takes)"
-                if chosen and fits >= 1
-                else ""
-            )
-            size = max(8, 8 * round(max(h, w) / 8))
-            raise ValueError(
-                f"Glow with num_levels={num_levels} scales needs height and width divisible by "
-                f"{2**num_levels}, got {h}x{w}; resize or pad the images to e.g. {size}x{size} "
-                f"(`flowaug fit --image-size {size}`, or torchvision v2.Resize / v2.Pad before "
-                f"fitting){smaller}."
-            )
+        chosen = num_scales is not None
+        num_scales = _default_scales(h, w) if num_scales is None else int(num_scales)
+        _check_scales(h, w, num_scales, chosen)
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}.")
         num_classes = int(num_classes or 0)
@@ -114,7 +143,7 @@ class Glow(ConditionalFlow):
         self.config = dict(
             image_shape=[c, h, w],
             num_classes=num_classes,
-            num_levels=num_levels,
+            num_scales=num_scales,
             depth=depth,
             hidden=hidden,
             cond_dim=cond_dim,
@@ -132,23 +161,42 @@ class Glow(ConditionalFlow):
         a = float(logit_alpha)
         self.input_bounds = (-a / (1 - 2 * a), (1 - a) / (1 - 2 * a))
         self.squeeze = Squeeze()
+        self._build_scales(num_scales, depth, cond, dropout, clamp, coupling, bins)
+
+    def _build_scales(self, num_scales: int, depth: int, cond: int, *step_args: Any) -> None:
+        """``num_scales`` x (squeeze, ``depth`` flow steps, split), then the top prior."""
+        c, h, w = self.event_shape
+        hidden = self.config["hidden"]
         self.scales = nn.ModuleList()
         self.splits = nn.ModuleList()
         # latent shapes of the factored-out halves, in the order they appear in eps
         self._latent_shapes: list[tuple[int, int, int]] = []
-        for level in range(num_levels):
+        for scale in range(num_scales):
             c, h, w = 4 * c, h // 2, w // 2
-            steps = [
-                FlowStep(c, hidden, cond, True, dropout, clamp, coupling, bins)
-                for _ in range(depth)
-            ]
-            self.scales.append(nn.ModuleList(steps))
-            if level < num_levels - 1:
+            self.scales.append(
+                nn.ModuleList(FlowStep(c, hidden, cond, True, *step_args) for _ in range(depth))
+            )
+            if scale < num_scales - 1:
                 self.splits.append(Split(c, hidden, cond))
                 self._latent_shapes.append((c - c // 2, h, w))
                 c = c // 2
         self._latent_shapes.append((c, h, w))
         self.prior = GaussianPrior((c, h, w), cond)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Glow:
+        """Rebuild from a saved ``config``; configs saved before the rename say ``num_levels``."""
+        config = dict(config)
+        if "num_levels" in config:
+            config["num_scales"] = config.pop("num_levels")
+        return cls(**config)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (
+            f"image_shape={cfg['image_shape']}, num_classes={cfg['num_classes']}, "
+            f"num_scales={cfg['num_scales']}, depth={cfg['depth']}, coupling={cfg['coupling']!r}"
+        )
 
     @property
     def latent_scale_sizes(self) -> list[int]:
@@ -189,30 +237,3 @@ class Glow(ConditionalFlow):
                 h = step.inverse(h, cond)
             h = self.squeeze.inverse(h)
         return self.preprocess.inverse(h)
-
-    @torch.no_grad()
-    def bits_per_dim(
-        self,
-        x: Tensor,
-        y: Tensor | None = None,
-        levels: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Discrete bits/dim of integer images under uniform dequantization.
-
-        Args:
-            x: integer tensor ``[B, C, H, W]`` with values in ``[0, levels - 1]``.
-            y: LongTensor ``[B]`` of classes.
-            levels: number of intensity levels (default: the model's ``levels``).
-            generator: for the dequantization noise.
-
-        Returns:
-            float tensor ``[B]``: ``-log2 P(x) / D`` with ``P`` the probability of the integer
-            image (a one-sample stochastic lower bound, as in the literature).
-        """
-        from flowaug.pixels import dequantize
-
-        levels = self.levels if levels is None else levels
-        x01 = dequantize(x, levels, generator=generator).to(self.device)
-        with evaluating(self):  # a metric: never initializes ActNorm or draws dropout
-            return self.bits_per_dim_from_log_prob(self.log_prob(x01, y), levels)

@@ -56,6 +56,18 @@ def _gather(t: Tensor, idx: Tensor) -> Tensor:
     return t.gather(-1, idx[..., None])[..., 0]
 
 
+def _check_bins(widths: Tensor, heights: Tensor, slopes: Tensor) -> None:
+    if widths.shape[-1] < 1 or heights.shape[-1] != widths.shape[-1]:
+        raise ValueError(
+            f"widths and heights need the same number of bins >= 1, got {widths.shape[-1]} "
+            f"and {heights.shape[-1]}."
+        )
+    if slopes.shape[-1] != widths.shape[-1] - 1:
+        raise ValueError(
+            f"slopes needs bins - 1 = {widths.shape[-1] - 1} entries, got {slopes.shape[-1]}."
+        )
+
+
 def rational_quadratic_spline(
     x: Tensor,
     widths: Tensor,
@@ -79,18 +91,9 @@ def rational_quadratic_spline(
         ``(y, logabsdet)``, both of ``x``'s shape: the mapped values and ``log|dy/dx|`` of the
         map that was evaluated (the forward map's inverse's log-det when ``inverse``).
     """
-    if widths.shape[-1] < 1 or heights.shape[-1] != widths.shape[-1]:
-        raise ValueError(
-            f"widths and heights need the same number of bins >= 1, got {widths.shape[-1]} "
-            f"and {heights.shape[-1]}."
-        )
-    if slopes.shape[-1] != widths.shape[-1] - 1:
-        raise ValueError(
-            f"slopes needs bins - 1 = {widths.shape[-1] - 1} entries, got {slopes.shape[-1]}."
-        )
+    _check_bins(widths, heights, slopes)
     inside = (x >= -bound) & (x <= bound)
     xc = x.clamp(-bound, bound)
-
     kx, w = _knots(widths, bound, _MIN_WIDTH)
     ky, h = _knots(heights, bound, _MIN_HEIGHT)
     d = _MIN_SLOPE + F.softplus(slopes + _SLOPE_SHIFT)
@@ -103,7 +106,6 @@ def rational_quadratic_spline(
     d_k, d_k1 = _gather(d, idx), _gather(d, idx + 1)
     s_k = h_k / w_k
     curvature = d_k1 + d_k - 2 * s_k
-
     if inverse:
         dy = xc - y_k
         a = h_k * (s_k - d_k) + dy * curvature

@@ -1,0 +1,2 @@
+"""Where flowaug meets other libraries: torchvision, torch data, imbalanced-learn and Hugging Face
+datasets."""
