@@ -372,7 +372,7 @@ def test_augment_refuses_an_image_folder_of_a_table(tmp_path, capsys):
 
 
 def test_image_folder_class_names_must_be_folder_names():
-    from flowaug.imagefolder_export import class_folder_names
+    from flowaug.hf import class_folder_names
 
     assert class_folder_names(["cat", "dog"]) == ["cat", "dog"]
     for bad in (["a/b"], [".hidden"], [""], ["Cat", "cat"]):
@@ -417,7 +417,7 @@ def test_a_fitted_table_samples_to_csv_and_augments(tmp_path, capsys):
 def test_generate_writes_shards_and_a_rerun_writes_nothing(
     tmp_path, capsys, digits_model, small_digits
 ):
-    from flowaug.shards import load_synthetic_shards
+    from flowaug.hf import load_synthetic_shards
 
     out = tmp_path / "synthetic"
     argv = ["generate", str(digits_model), "--like", str(small_digits), "--out", str(out)]

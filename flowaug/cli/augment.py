@@ -24,9 +24,7 @@ from flowaug.cli.common import (
 )
 from flowaug.cli.registry import command
 from flowaug.data import find_columns, load_hf_dataset
-from flowaug.imagefolder_export import write_image_folder
-from flowaug.io import load
-from flowaug.replace_dir import recover_folder, replace_folder, staging_folder
+from flowaug.io import load, recover_folder, replace_folder, staging_folder
 
 
 def _augment_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,7 +134,7 @@ def _augment(args: argparse.Namespace) -> int:
 
 def _write_folder_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
     """``write(folder)`` into a hidden staging folder next to ``out``, then put it in place
-    with :func:`flowaug.replace_dir.replace_folder`: a kill at any moment leaves the previous
+    with :func:`flowaug.io.replace_folder`: a kill at any moment leaves the previous
     output or the new one (see that module for the one fallback window and its recovery).
     Returns what ``write`` returns."""
     out = out.absolute()
@@ -184,6 +182,8 @@ def _write_augmented_folder(
     augmented: Any, model: Any, out: Path, image_column: str, label_column: str, started: float
 ) -> int:
     """``flowaug augment --format imagefolder``: PNG files in class folders, atomically."""
+    from flowaug.hf import write_image_folder
+
     def write(folder: Path) -> Any:
         return write_image_folder(augmented, folder, model.event_shape, image_column, label_column)
 

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from flowaug.cli.common import DATA_HELP, add_training_arguments, check_out_dir, save_samples
@@ -22,11 +23,18 @@ from flowaug.cli.fit_plan import (
 from flowaug.cli.registry import command
 from flowaug.data import FlowData, load_data, to_hf_dataset
 from flowaug.evaluate import write_split
-from flowaug.flows.tabular import TabularFlow
-from flowaug.interrupts import TrainingInterrupted
 from flowaug.plots import save_training_curve
-from flowaug.training import FlowTrainer, build_model, default_config, split_index, train_val_split
-from flowaug.transfer import transfer_model
+from flowaug.tabular.model import table_model
+from flowaug.training import (
+    FlowTrainer,
+    TrainingInterrupted,
+    build_model,
+    default_config,
+    split_index,
+    train_val_split,
+    transfer_model,
+)
+from flowaug.training.batches import unlabelled_pool
 
 _MODEL_OPTIONS = ("depth", "hidden", "dropout")
 
@@ -88,8 +96,9 @@ def _check_arguments(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def _unlabelled_pool(args: argparse.Namespace, data: Any) -> Any:
-    """The unlabelled examples of a fit: ``--data``'s label -1 rows plus ``--unlabelled``."""
-    parts = [] if data.y is None else [data.unlabelled().x]
+    """The unlabelled examples of a fit: ``--data``'s label -1 rows plus ``--unlabelled``, by
+    the library's ``unlabelled_pool``."""
+    extra = None
     if args.unlabelled is not None:
         extra = load_data(args.unlabelled, levels=data.levels, option="--unlabelled",
                           allow_unlabelled=True, image_size=args.image_size)
@@ -97,30 +106,31 @@ def _unlabelled_pool(args: argparse.Namespace, data: Any) -> Any:
             raise ValueError(f"--unlabelled holds samples of shape {list(extra.event_shape)} "
                              f"with levels {extra.levels}, --data {list(data.event_shape)} with "
                              f"levels {data.levels}; give both at one size and bit depth.")
-        parts.append(extra.x.to(data.x.dtype))
-    parts = [p for p in parts if len(p)]
-    if not parts:
+    pool = unlabelled_pool(data, extra)
+    if pool is None or not len(pool):
         return None
     if not data.is_image:
         raise ValueError("unlabelled rows of a table: use flowaug.fit(df, label=...) or "
                          "FlowOversampler with label -1 in the Python API; the CLI's "
                          "--unlabelled takes images.")
-    return torch.cat(parts)
+    return pool
 
 
 def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):
-    """A ``TabularFlow.from_frame`` model for labelled feature vectors, its encoders learned on
-    the training part, and both parts encoded by them: ``(model, train, val)``. The frame has
-    the columns ``to_hf_dataset`` gives the same data (``flowaug augment --data`` reads it so)."""
-    def encoded(part: Any, frame: Any) -> Any:
-        x, y = model.encode_frame(frame, seed=seed)
-        names, k = part.class_names, part.num_classes
+    """The library's table model (``table_model``) for labelled feature vectors, its encoders
+    learned on the training part, and both parts encoded by them: ``(model, train, val)``. The
+    frame has the columns ``to_hf_dataset`` gives the same data (``flowaug augment --data``
+    reads it so)."""
+    def part(x: Any, y: Any, like: Any) -> Any:
+        names, k = like.class_names, like.num_classes
         return FlowData(x.cpu(), y.cpu(), class_names=names, num_classes=k)
 
     frame = to_hf_dataset(train).to_pandas()
-    model = TabularFlow.from_frame(frame, label="label", **model_kwargs)
-    val_data = None if val is None else encoded(val, to_hf_dataset(val).to_pandas())
-    return model, encoded(train, frame), val_data
+    none = np.zeros(len(frame), dtype=bool)
+    model, x, y, _ = table_model(frame, "label", none, seed, **model_kwargs)
+    if val is not None:
+        val = part(*model.encode_frame(to_hf_dataset(val).to_pandas(), seed=seed), val)
+    return model, part(x, y, train), val
 
 
 def _model_and_parts(args: argparse.Namespace, data: Any, pool: Any, model_kwargs: dict):

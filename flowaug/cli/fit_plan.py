@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from flowaug.interrupts import signal_name
 from flowaug.training import prepare_batch
+from flowaug.training.interrupts import signal_name
 
 __all__ = [
     "seconds_per_step", "default_checkpoint_every", "describe_plan", "interrupted_line",
@@ -106,7 +106,7 @@ def describe_plan(model: Any, config: Any, step_seconds: float, has_val: bool) -
 
 def interrupted_line(err: Any, out: Any, resumable: bool) -> str:
     """One line for a fit stopped by a signal (``err``: a
-    :class:`flowaug.interrupts.TrainingInterrupted`)."""
+    :class:`flowaug.training.TrainingInterrupted`)."""
     history = err.history
     best = ""
     if history.best_step is not None:

@@ -37,17 +37,17 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     arguments=_generate_arguments,
     description=(
         "Generates --n-per-class synthetic images per class with the Features of --like and "
-        "writes them as Parquet shards under --out with flowaug.shards.write_synthetic_shards. "
+        "writes them as Parquet shards under --out with flowaug.hf.write_synthetic_shards. "
         "Under `accelerate launch` or `torchrun` every process writes its own shards on its own "
         "device; the rows do not depend on the number of processes, and a rerun after a crash "
         "writes only the missing shards. Read the set with "
-        "flowaug.shards.load_synthetic_shards(OUT_DIR)."
+        "flowaug.hf.load_synthetic_shards(OUT_DIR)."
     ),
 )
 def _generate(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from flowaug.shards import load_synthetic_shards, write_synthetic_shards
+    from flowaug.hf import load_synthetic_shards, write_synthetic_shards
 
     check_at_least("--n-per-class", args.n_per_class, 0)
     check_at_least("--batch-size", args.batch_size, 1)
@@ -73,5 +73,5 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"{total} synthetic rows in Parquet shards -> {args.out} ({state.num_processes} "
               f"process(es), {len(written)} shards from this one, "
               f"{time.perf_counter() - started:.0f} s); read them with "
-              f"flowaug.shards.load_synthetic_shards({str(args.out)!r})")
+              f"flowaug.hf.load_synthetic_shards({str(args.out)!r})")
     return 0

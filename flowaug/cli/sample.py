@@ -12,10 +12,10 @@ import numpy as np
 from flowaug.cli.common import check_at_least, class_grid
 from flowaug.cli.registry import command
 from flowaug.evaluate import class_names
-from flowaug.frame_sampling import check_frame_size
 from flowaug.io import load
 from flowaug.plots import save_sample_grid
 from flowaug.sizes import check_count_in_memory, flow_sample_bytes
+from flowaug.tabular.frames import check_frame_size
 
 
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
