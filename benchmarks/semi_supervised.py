@@ -17,7 +17,7 @@ Protocol (the same data, CNN and step budget as ``benchmarks/utility.py``):
     chose on validation at that k;
   - ``classical + flowaug semi-supervised``: a class-conditional Glow fitted with
     ``FlowTrainer.fit(labelled, unlabelled=pool)`` (the class-marginal likelihood through the
-    flow's own posterior, aligned to the prior: ``flowaug.semi_supervised``);
+    flow's own posterior, aligned to the prior: ``flowaug.training.semi_supervised``);
   - ``classical + flowaug transfer``: an unconditional Glow fitted once on the pool images
     (no labels), then ``transfer_model`` + fine-tuning on the k images and their 50 copies;
   - ``flow Bayes classifier``: the semi-supervised flow's own ``classify`` (no CNN);

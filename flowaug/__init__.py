@@ -1,9 +1,10 @@
 """flowaug: expand scarce datasets with class-conditional normalizing flows."""
 
-from flowaug.flows import AffineFlow1D, ConditionalFlow, Glow, TabularFlow
+from flowaug.flows import AffineFlow1D, ConditionalFlow, Glow
+from flowaug.integrations.torchdata import SyntheticDataset
 from flowaug.io import load
 from flowaug.sampling import SyntheticBank
-from flowaug.torchdata import SyntheticDataset
+from flowaug.tabular import TabularFlow
 from flowaug.training import FlowTrainer, TrainConfig, fit
 
 __version__ = "0.1.0"
@@ -29,11 +30,11 @@ __all__ = [
 def __getattr__(name: str):
     # FlowAugment needs torchvision and hf needs datasets: import them on first use only
     if name == "FlowAugment":
-        from flowaug.augment import FlowAugment
+        from flowaug.integrations.augment import FlowAugment
 
         return FlowAugment
     if name == "FlowOversampler":  # scikit-learn is imported on first use only
-        from flowaug.oversample import FlowOversampler
+        from flowaug.integrations.oversample import FlowOversampler
 
         return FlowOversampler
     if name == "hf":

@@ -10,9 +10,10 @@ a class-conditional Glow on both::
     model = flowaug.fit(labelled, unlabelled=images_without_labels, ...)
 
 (the unlabelled images enter through the flow's own class posterior: see
-``flowaug.semi_supervised``). The same small CNN then trains for the same number of steps with
-classical augmentation (``v2.RandomAffine``) alone and with the flow's class-conditional samples
-on top (``FlowAugment(mode="resample")``), and the flow's own Bayes classifier is scored too.
+``flowaug.training.semi_supervised``). The same small CNN then trains for the same number of
+steps with classical augmentation (``v2.RandomAffine``) alone and with the flow's
+class-conditional samples on top (``FlowAugment(mode="resample")``), and the flow's own Bayes
+classifier is scored too.
 The script prints the test accuracy of each; ``benchmarks/semi_supervised.py`` runs the same
 comparison over k = 5, 10, 20 and 5 seeds, with more arms (a flow fitted on the k images only,
 transfer, self-training) and its measured results in ``benchmarks/results/semi_supervised.md``.

@@ -151,7 +151,7 @@ def test_image_size_resizes_a_folder_of_odd_and_mixed_sizes(tmp_path, capsys):
 
 def test_image_size_resizes_tensors_on_their_levels():
     from flowaug.data import load_sklearn
-    from flowaug.resize import resize_images
+    from flowaug.data.folders import resize_images
 
     digits = load_sklearn("digits").subset(range(10))
     big = resize_images(digits, 16)

@@ -301,7 +301,7 @@ def test_labelled_of_unlabelled_data_is_empty():
 
 
 def test_resize_images_keeps_levels_and_the_old_path_still_imports():
-    from flowaug.resize import resize_images as old_path
+    from flowaug.data.folders import resize_images as old_path
 
     digits = load_sklearn("digits").subset(range(4))
     big = resize_images(digits, 16)

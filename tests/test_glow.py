@@ -229,7 +229,7 @@ def test_metrics_and_the_classifier_never_change_a_model_in_train_mode():
 
 def test_float64_input_is_cast_to_the_model_dtype():
     # float64 data (numpy's default) gave "Input type (double) and bias type (float)" errors
-    from flowaug.flows.tabular import TabularFlow
+    from flowaug.tabular import TabularFlow
 
     glow = perturb_zero_init(Glow((1, 8, 8), 3, depth=1, hidden=8)).eval()
     table = perturb_zero_init(TabularFlow(4, 3, depth=1, hidden=8)).eval()

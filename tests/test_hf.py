@@ -387,7 +387,7 @@ def test_stream_errors(model):
 def test_tabular_dataset(tmp_path):
     import pandas as pd
 
-    from flowaug.flows.tabular import TabularFlow
+    from flowaug.tabular import TabularFlow
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
@@ -424,7 +424,7 @@ def _table(n: int = 30):
 def test_non_finite_samples_are_refused_before_any_row_is_written(image_ds, model, tmp_path):
     import copy
 
-    from flowaug.flows.tabular import TabularFlow
+    from flowaug.tabular import TabularFlow
 
     broken = copy.deepcopy(model)  # the fixture is shared: never change its weights
     with torch.no_grad():
@@ -443,7 +443,7 @@ def test_non_finite_samples_are_refused_before_any_row_is_written(image_ds, mode
 
 
 def _table_model_and_ds():
-    from flowaug.flows.tabular import TabularFlow
+    from flowaug.tabular import TabularFlow
 
     frame = _table()
     frame["kind"] = ["u", "v", "w"] * 10

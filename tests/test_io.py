@@ -196,8 +196,8 @@ def test_weights_that_cannot_fit_in_memory_are_refused_with_an_estimate(saved):
 
 
 def test_the_memory_estimate_is_exact_for_real_models():
-    from flowaug.flows.tabular import TabularFlow
     from flowaug.io.config_checks import estimate_state_bytes
+    from flowaug.tabular import TabularFlow
 
     for cls, config in [
         (Glow, dict(image_shape=[1, 8, 8], num_classes=3, depth=5, hidden=8)),
@@ -289,7 +289,7 @@ def test_map_location_and_class_names_default_from_model(tmp_path):
 def _table_model():
     import pandas as pd
 
-    from flowaug.flows import tabular
+    from flowaug import tabular
 
     df = pd.DataFrame(
         {

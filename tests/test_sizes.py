@@ -14,7 +14,7 @@ from sklearn.datasets import load_iris
 import flowaug.tabular.frames as tabular_module
 from flowaug import FlowAugment, SyntheticBank, TabularFlow
 from flowaug.hf import augment_dataset
-from flowaug.shards import write_synthetic_shards
+from flowaug.integrations.hf.shards import write_synthetic_shards
 
 HUGE = 10**13
 

@@ -6,9 +6,7 @@ encoders; the encoders say which model dimensions are dequantized cells (:func:`
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -334,9 +332,3 @@ class FeatureFlow(ConditionalFlow):
             f"num_features={cfg['num_features']}, num_classes={cfg['num_classes']}, "
             f"coupling={cfg['coupling']!r}"
         )
-
-
-def __getattr__(name: str) -> Any:
-    if name == "TabularFlow":  # shim: removed in the final sweep of issue 11
-        return importlib.import_module("flowaug.tabular").TabularFlow
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

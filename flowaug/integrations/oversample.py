@@ -283,7 +283,7 @@ class FlowOversampler(BaseOverSampler):
         """Initialize, train with early stopping, keep whichever of the two validates better.
 
         ``pool`` holds the unlabelled rows (``y == unlabelled_label``), which the flow learns
-        from through its own class posterior (:mod:`flowaug.semi_supervised`).
+        from through its own class posterior (:mod:`flowaug.training.semi_supervised`).
 
         Small tables overfit fast: with a few dozen rows the held-out likelihood is often best
         at the data-dependent initialization (a per-class Gaussian in flow form, see

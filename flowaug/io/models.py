@@ -56,7 +56,7 @@ FORMAT_VERSION = 1
 #: module is optional or written later costs nothing until a file asks for it) or the class.
 MODEL_TYPES: dict[str, str | type[nn.Module]] = {
     "Glow": "flowaug.flows.glow:Glow",
-    "TabularFlow": "flowaug.flows.tabular:TabularFlow",
+    "TabularFlow": "flowaug.tabular:TabularFlow",
 }
 
 

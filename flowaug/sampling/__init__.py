@@ -7,8 +7,6 @@ data's intensity grid (``model.levels`` values, ``k / (levels - 1)``) and stored
 (:meth:`~flowaug.flows.base.ConditionalFlow.classify`), gives ``p(c | x) >= filter_threshold``.
 """
 
-# shim: removed in the final sweep of issue 11 (model_to_image lives in flowaug.pixels)
-from flowaug.pixels import model_to_image  # noqa: F401
 from flowaug.sampling.bank import SyntheticBank, check_bank_size
 from flowaug.sampling.generation import (
     GenerationStats,

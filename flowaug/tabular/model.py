@@ -29,8 +29,9 @@ class TabularFlow(FeatureFlow):
     encoder lives in ``config``, so ``save_pretrained`` / ``from_pretrained`` restore it.
 
     Arguments:
-        num_features ... noise_std: see :class:`~flowaug.flows.tabular.FeatureFlow`
-            (``num_features`` is ``encoder.dim`` when built from a frame).
+        num_features, num_classes, *flow_args, **flow_kwargs: as for
+            :class:`~flowaug.flows.tabular.FeatureFlow` (``depth``, ``hidden``, ``coupling``,
+            ...; ``num_features`` is ``encoder.dim`` when built from a frame).
         columns: a :meth:`TableEncoder.to_config` dict (set by :meth:`from_frame`), or ``None``.
 
     Example:
@@ -51,21 +52,13 @@ class TabularFlow(FeatureFlow):
         self,
         num_features: int,
         num_classes: int | None = None,
-        depth: int = 4,
-        hidden: int = 64,
-        cond_dim: int = 8,
-        coupling: str = "spline",
-        bins: int = 8,
-        bound: float = 4.0,
-        dropout: float = 0.0,
-        clamp: float = 2.0,
-        noise_std: float = 0.0,
+        *flow_args: Any,
         columns: Mapping[str, Any] | None = None,
+        **flow_kwargs: Any,
     ):
         enc = None if columns is None else TableEncoder.from_config(dict(columns))
         cells = {} if enc is None else dict(cells=enc.discrete_groups(), mean=enc.mean, std=enc.std)
-        args = (num_features, num_classes, depth, hidden, cond_dim, coupling, bins, bound)
-        super().__init__(*args, dropout, clamp, noise_std, **cells)
+        super().__init__(num_features, num_classes, *flow_args, **flow_kwargs, **cells)
         self.encoder = enc
         self.config["columns"] = None if enc is None else enc.to_config()
         if enc is None:

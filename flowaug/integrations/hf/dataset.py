@@ -35,7 +35,7 @@ from flowaug.integrations.hf.rows import RowGenerator
 from flowaug.sampling import class_counts
 from flowaug.seeding import derive_seed
 from flowaug.sizes import check_count_on_disk
-from flowaug.table_schema import short_names
+from flowaug.tabular.schema import short_names
 
 __all__ = ["augment_dataset"]
 

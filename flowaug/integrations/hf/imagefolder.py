@@ -12,7 +12,7 @@ float images in ``[0, 1]``: ``round(x * 255)``). Only classes with rows get a fo
 
 ``write_image_folder`` writes into an existing empty folder; ``flowaug augment --format
 imagefolder`` gives it a staging folder and swaps it into place when complete
-(:mod:`flowaug.replace_dir`).
+(:mod:`flowaug.io.folders`).
 """
 
 from __future__ import annotations

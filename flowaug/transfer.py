@@ -1,1 +1,0 @@
-from flowaug.training.transfer import *  # noqa: F403  # shim: removed in the final sweep of issue 11
