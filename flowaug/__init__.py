@@ -4,7 +4,6 @@ from flowaug.flows import AffineFlow1D, ConditionalFlow, Glow
 from flowaug.integrations.torchdata import SyntheticDataset
 from flowaug.io import load
 from flowaug.sampling import SyntheticBank
-from flowaug.tabular import TabularFlow
 from flowaug.training import FlowTrainer, TrainConfig, fit
 
 __version__ = "0.1.0"
@@ -33,6 +32,10 @@ def __getattr__(name: str):
         from flowaug.integrations.augment import FlowAugment
 
         return FlowAugment
+    if name == "TabularFlow":  # pandas is imported on first use only
+        from flowaug.tabular import TabularFlow
+
+        return TabularFlow
     if name == "FlowOversampler":  # scikit-learn is imported on first use only
         from flowaug.integrations.oversample import FlowOversampler
 

@@ -158,3 +158,21 @@ def test_image_size_resizes_tensors_on_their_levels():
     assert big.x.shape == (10, 1, 16, 16) and big.x.dtype == digits.x.dtype
     assert int(big.x.max()) <= 16 and big.levels == 17
     assert resize_images(digits, 8) is digits
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("300", 300.0), ("90s", 90.0), ("5m", 300.0), ("2min", 120.0), ("1.5h", 5400.0)],
+)
+def test_max_time_takes_a_duration(text, seconds):
+    from flowaug.cli.common import duration
+
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "soon", "5 parsecs", "inf", "nan"])
+def test_max_time_refuses_what_is_not_a_duration(text, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--data", "digits", "--out", "unused", "--max-time", text])
+    assert stop.value.code == 2
+    assert "expected a duration such as 300, 90s, 5m or 1.5h" in capsys.readouterr().err

@@ -12,3 +12,13 @@ FOUND = violations()
 @pytest.mark.parametrize("kind", sorted(FOUND))
 def test_package_layout(kind):
     assert FOUND[kind] == [], "\n".join(FOUND[kind])
+
+
+def test_importing_flowaug_loads_no_heavy_optional_library():
+    import subprocess
+    import sys
+
+    heavy = ["pandas", "datasets", "matplotlib", "sklearn", "torchvision", "accelerate", "PIL"]
+    code = f"import sys, flowaug; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowaug.cli.common import DATA_HELP, add_training_arguments, check_out_dir, save_samples
+from flowaug.cli.common import (
+    DATA_HELP,
+    add_training_arguments,
+    check_out_dir,
+    duration,
+    save_samples,
+)
 from flowaug.cli.fit_plan import (
     CHECKPOINT_AFTER_SECONDS,
     default_checkpoint_every,
@@ -51,8 +57,8 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
                    "epoch, at least 25 steps)")
     p.add_argument("--patience", type=int, help="validations without improvement before early "
                    "stopping (default: 5)")
-    p.add_argument("--max-time", type=float, metavar="SECONDS", help="time budget: stop at the "
-                   "first step past it, keeping the best weights so far")
+    p.add_argument("--max-time", type=duration, metavar="TIME", help="time budget (300, 90s, "
+                   "5m, 1.5h): stop at the first step past it, keeping the best weights so far")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share")
     p.add_argument("--levels", type=int, help="intensity levels of integer images")
     p.add_argument("--image-size", type=int, metavar="N", help="resize every image to N x N "

@@ -3,18 +3,16 @@ and size (:func:`build_model`) and the one train/validation split (:func:`train_
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from flowaug._checks import check_int
 from flowaug.data import FlowData, as_flow_data
 from flowaug.flows.glow import Glow
-from flowaug.tabular import TabularFlow, unlabelled_rows
-from flowaug.tabular.model import table_model
 from flowaug.training.batches import drop_labels, unlabelled_pool
 from flowaug.training.config import TrainConfig, default_config
 from flowaug.training.trainer import FlowTrainer
@@ -41,6 +39,8 @@ def build_model(data: FlowData, num_samples: int | None = None, **model_kwargs: 
         )
         return Glow(data.event_shape, num_classes=data.num_classes, **{**kwargs, **model_kwargs})
     if len(data.event_shape) == 1:
+        from flowaug.tabular import TabularFlow  # pandas, imported on first use
+
         return TabularFlow(data.event_shape[0], data.num_classes, **model_kwargs)
     raise ValueError(
         f"cannot pick a model for samples of shape {list(data.event_shape)}; pass images "
@@ -112,7 +112,7 @@ def fit(data: Any, *, unlabelled: Any = None, init: Any = None, val: Any = None,
     if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
     check_int("seed", seed, minimum=0)
-    start = _from_frame if isinstance(data, pd.DataFrame) else _from_data
+    start = _from_frame if _is_frame(data) else _from_data
     model, labelled, pool, val_data = start(data, unlabelled, val, init, seed, model_kwargs)
     train = labelled
     if val is None and val_fraction > 0 and len(labelled) > 1:
@@ -150,6 +150,12 @@ def _from_data(data: Any, unlabelled: Any, val: Any, init: Any, seed: int,
     return model, labelled, pool, val_data
 
 
+def _is_frame(data: Any) -> bool:
+    """A pandas DataFrame (pandas is loaded already if ``data`` is one)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(data, pd.DataFrame)
+
+
 def _from_frame(frame: Any, unlabelled: Any, val: Any, init: Any, seed: int,
                 model_kwargs: dict[str, Any]) -> tuple[nn.Module, FlowData, Any, Any]:  # fmt: skip
     """DataFrames: ``(model, labelled rows, unlabelled pool, val)`` encoded by the tabular
@@ -158,6 +164,11 @@ def _from_frame(frame: Any, unlabelled: Any, val: Any, init: Any, seed: int,
     Rows whose label is ``unlabelled_label`` (default ``-1``; a model kwarg) and the rows of an
     ``unlabelled`` DataFrame (same feature columns, label column absent or ignored) shape the
     encoders and enter training as unlabelled examples."""
+    import pandas as pd
+
+    from flowaug.tabular import unlabelled_rows
+    from flowaug.tabular.model import table_model
+
     model_kwargs = dict(model_kwargs)
     marker = model_kwargs.pop("unlabelled_label", -1)
     label = model_kwargs.pop("label", None)
