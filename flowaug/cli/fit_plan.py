@@ -77,7 +77,7 @@ def _duration(seconds: float) -> str:
 def describe_plan(model: Any, config: Any, step_seconds: float, has_val: bool) -> list[str]:
     """Lines printed before a fit: the model, the training settings and the estimated time."""
     cfg = getattr(model, "config", {}) or {}
-    keys = ("depth", "num_levels", "hidden", "dropout", "coupling", "levels")
+    keys = ("depth", "num_scales", "hidden", "dropout", "coupling", "levels")
     shown = ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) is not None)
     params = sum(p.numel() for p in model.parameters())
     lines = [f"model: {type(model).__name__} ({shown}; {params / 1e6:.2f}M parameters)"]
