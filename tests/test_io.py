@@ -235,6 +235,14 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, bad)
         Glow.from_pretrained(tmp_path)
 
 
+def test_io_doctest():
+    import doctest
+
+    import flowaug.io
+
+    assert doctest.testmod(flowaug.io).attempted > 0 and doctest.testmod(flowaug.io).failed == 0
+
+
 def test_config_checks_doctest():
     import doctest
 

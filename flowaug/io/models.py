@@ -1,26 +1,5 @@
-"""Persistence: weights in safetensors, configuration in JSON; loading never unpickles.
-
-A saved model is a directory with two files::
-
-    config.json        {"format_version": 1, "model_type": "Glow", "config": {...},
-                        "class_names": [...], "weights_sha256": "..."}
-    model.safetensors  the state dict (parameters and buffers)
-
-Both files are written atomically (temporary file in the same directory, then ``os.replace``),
-and ``config.json`` records the SHA-256 of the weights it goes with, so a crash between the two
-writes, a truncated copy or files from two different saves are detected at load time instead of
-giving a silently wrong model.
-
-Example:
-    >>> import tempfile, torch
-    >>> from flowaug import Glow
-    >>> model = Glow((1, 8, 8), num_classes=2, depth=1, hidden=8)
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     save_model(model, d, class_names=["cat", "dog"])
-    ...     loaded = load(d)
-    >>> loaded.class_names
-    ['cat', 'dog']
-"""
+"""Saved models: ``save_model`` / ``load`` of a folder with ``config.json`` and
+``model.safetensors`` (the format is described in :mod:`flowaug.io`); loading never unpickles."""
 
 from __future__ import annotations
 
