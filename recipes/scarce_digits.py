@@ -18,13 +18,12 @@ accuracy. The same small CNN is then trained for the same number of optimizer st
 
 The script prints the test accuracy of each. The defaults (a flow fitted on 50 RandomAffine
 copies for 600 steps; latent mode, p=0.5, strength=0.4, temperature=1.0) are the ones
-``benchmarks/utility.py`` uses and chose on validation images for classical + flowaug at k=5
-(for flowaug alone it chose ``--strength 0.8 --coarse-scales 1``). One seed is noisy (a point
-of accuracy is five test images); that benchmark runs the comparison over several k and seeds,
-with its measured results in ``benchmarks/results/utility.md``: on digits, classical + flowaug
-beat classical augmentation by 0.6 points at k=5 (4 of 5 seeds) and tied it at k=10 and 20;
-flowaug alone beat the real images alone at every k, but is no substitute for classical
-augmentation.
+``benchmarks/utility.py`` chose on validation images for classical + flowaug at k=5 in its
+2026-11-25 run (its 2026-12-02 re-run chose ``--strength 0.8 --coarse-scales 1``). One seed is
+noisy (a point of accuracy is five test images); that benchmark runs the comparison over several
+k and seeds, with its measured results in ``benchmarks/results/utility.md``: on digits,
+classical + flowaug ties classical augmentation (+0.2, +0.4, -0.1 points at k = 5, 10, 20), and
+flowaug alone is no substitute for classical augmentation.
 """
 
 from __future__ import annotations
