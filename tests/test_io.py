@@ -240,7 +240,8 @@ def test_io_doctest():
 
     import flowaug.io
 
-    assert doctest.testmod(flowaug.io).attempted > 0 and doctest.testmod(flowaug.io).failed == 0
+    result = doctest.testmod(flowaug.io)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_config_checks_doctest():

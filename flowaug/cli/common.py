@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,18 +47,19 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per pass")
 
 
-_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+#: suffix -> seconds, longest first so that "min" is not read as "m"
+_UNITS = {"min": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def duration(text: str) -> float:
     """An argparse type: ``"90"``, ``"90s"``, ``"5m"`` / ``"5min"``, ``"1.5h"`` -> seconds > 0."""
     number = text.strip().lower()
-    unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if number.endswith(u)), "")
+    unit = next((u for u in _UNITS if number.endswith(u)), "")
     try:
         seconds = float(number[: len(number) - len(unit)]) * _UNITS.get(unit, 1.0)
     except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
         raise argparse.ArgumentTypeError(
             f"expected a duration such as 300, 90s, 5m or 1.5h, got {text!r}"
         )
