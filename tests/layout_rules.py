@@ -15,7 +15,7 @@ MAX_FUNCTION_LINES = 60
 
 # Lowest first: a module may import only from its own layer or the layers below it.
 LAYERS: list[tuple[str, ...]] = [
-    ("flowaug._checks", "flowaug.seeding", "flowaug.sizes"),
+    ("flowaug._checks", "flowaug.seeding", "flowaug.sizes", "flowaug.allocator"),
     ("flowaug.pixels", "flowaug.io"),
     ("flowaug.flows",),
     ("flowaug.data", "flowaug.tabular"),
