@@ -30,7 +30,6 @@ from flowaug.cli.registry import command
 from flowaug.data import FlowData, load_data, to_hf_dataset
 from flowaug.evaluate import write_split
 from flowaug.plots import save_training_curve
-from flowaug.tabular.model import table_model
 from flowaug.training import (
     FlowTrainer,
     TrainingInterrupted,
@@ -50,9 +49,10 @@ def _fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for the model and history")
     add_training_arguments(p, None)
     p.add_argument("--batch-size", type=int, help="global batch size (default: N/8 clipped to "
-                   "[8, 64], N the training samples)")
+                   "[8, 64], N the training samples; [8, 16] for images over 16 pixels a side "
+                   "below 5000 samples)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 below 5000 "
-                   "samples, else 1e-3)")
+                   "samples, 5e-3 for images over 16 pixels a side, else 1e-3)")
     p.add_argument("--eval-every", type=int, help="steps between validations (default: one "
                    "epoch, at least 25 steps)")
     p.add_argument("--patience", type=int, help="validations without improvement before early "
@@ -127,6 +127,8 @@ def _table_model(train: Any, val: Any, seed: int, model_kwargs: dict[str, Any]):
     learned on the training part, and both parts encoded by them: ``(model, train, val)``. The
     frame has the columns ``to_hf_dataset`` gives the same data (``flowaug augment --data``
     reads it so)."""
+    from flowaug.tabular.model import table_model  # pandas and scipy: only for tables
+
     def part(x: Any, y: Any, like: Any) -> Any:
         names, k = like.class_names, like.num_classes
         return FlowData(x.cpu(), y.cpu(), class_names=names, num_classes=k)
@@ -162,7 +164,8 @@ def _config(args: argparse.Namespace, out: Path, model: Any, train: Any, num_poo
     named = dict(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                  eval_every=args.eval_every, patience=args.patience, max_time=args.max_time)
     config = default_config(
-        len(train) + num_pool, seed=args.seed, output_dir=str(out), progress=not args.no_progress,
+        len(train) + num_pool, seed=args.seed, event_shape=train.event_shape,
+        output_dir=str(out), progress=not args.no_progress,
         mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every or None,
         **{k: v for k, v in named.items() if v is not None},
     )

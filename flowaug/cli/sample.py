@@ -15,7 +15,6 @@ from flowaug.evaluate import class_names
 from flowaug.io import load
 from flowaug.plots import save_sample_grid
 from flowaug.sizes import check_count_in_memory, flow_sample_bytes
-from flowaug.tabular.frames import check_frame_size
 
 
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,6 +64,8 @@ def _sample_table(model: Any, args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} holds a {type(model).__name__} without column encoders; "
                          "sample it in Python (model.sample), or fit it with `flowaug fit` on "
                          "labelled data.")
+    from flowaug.tabular.frames import check_frame_size  # pandas: only for tables
+
     check_frame_size(model, args.n * max(model.num_classes, 1), args.n, "--n")
     frame = model.sample_frame(args.n, args.temperature, args.seed)
     path = Path(args.csv) if args.csv else Path(args.model) / "samples.csv"
