@@ -199,6 +199,7 @@ class SyntheticBank:
         """Random stored samples for a LongTensor ``[B]`` of classes: ``[B, *event_shape]``."""
         labels = torch.as_tensor(labels).long().reshape(-1).cpu()
         if labels.numel():
-            self._check_label(int(labels.min()) if labels.min() < 0 else int(labels.max()))
+            low, high = torch.aminmax(labels)
+            self._check_label(int(low) if low < 0 else int(high))
         index = torch.randint(self.n_per_class, labels.shape, generator=generator)
         return from_codes(self.codes[labels, index], self.levels, dtype)

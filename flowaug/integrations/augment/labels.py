@@ -139,7 +139,8 @@ def read_batch_labels(labels: Any, batch_size: int, num_classes: int) -> Tensor:
         raise ValueError(f"FlowAugment got {y.shape[0]} labels for a batch of {batch_size} images.")
     y = y.cpu().long()
     if y.numel():
-        check_class(int(y.min()) if y.min() < 0 else int(y.max()), num_classes)
+        low, high = torch.aminmax(y)  # one pass over the labels per batch
+        check_class(int(low) if low < 0 else int(high), num_classes)
     return y
 
 

@@ -283,14 +283,17 @@ class FlowAugment(Transform):
         skips pytree flattening, which keeps the per-image cost near a tensor copy."""
         pair = type(sample) in (tuple, list) and len(sample) == 2
         image, label = sample if pair else (sample, None)
-        if (
-            self._labels_getter is default_labels_getter
-            and self._is_single(image)
-            and (label is None or type(label) is int or label_like(label))
-        ):
-            if pair:
-                return [image, label], label, [0], [], type(sample)
-            return [image], None, [0], [], _first
+        if self._labels_getter is default_labels_getter:
+            if self._is_single(image) and (
+                label is None or type(label) is int or label_like(label)
+            ):
+                if pair:
+                    return [image, label], label, [0], [], type(sample)
+                return [image], None, [0], [], _first
+            # aug(images, labels) after the DataLoader, with a [B] label tensor: the same
+            # split tree_flatten would give, without its cost on every batch
+            if pair and type(label) is Tensor and self._is_plain_batch(image):
+                return [image, label], label, [], [0], type(sample)
         label = None if self._labels_getter is None else self._labels_getter(sample)
         leaves, spec = tree_flatten(sample)
         needs = self._needs_transform_list(leaves)
@@ -304,6 +307,11 @@ class FlowAugment(Transform):
         if type(image) is Tensor or type(image) is tv_tensors.Image:
             return image.ndim == len(self._shape) or (image.ndim == 2 and type(image) is Tensor)
         return isinstance(image, PIL.Image.Image)
+
+    def _is_plain_batch(self, images: Any) -> bool:
+        """Whether ``images`` is a batch ``[B, C, H, W]`` tensor (plain or ``tv_tensors.Image``)."""
+        kind = type(images)
+        return (kind is Tensor or kind is tv_tensors.Image) and images.ndim == len(self._shape) + 1
 
     def _is_batch(self, leaf: Any) -> bool:
         return not isinstance(leaf, PIL.Image.Image) and leaf.ndim == len(self._shape) + 1
