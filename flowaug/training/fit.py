@@ -14,7 +14,7 @@ from flowaug._checks import check_int
 from flowaug.data import FlowData, as_flow_data
 from flowaug.flows.glow import Glow
 from flowaug.training.batches import drop_labels, unlabelled_pool
-from flowaug.training.config import TrainConfig, default_config
+from flowaug.training.config import LARGE_IMAGE_SIDE, TrainConfig, default_config
 from flowaug.training.trainer import FlowTrainer
 from flowaug.training.transfer import transfer_model
 
@@ -31,9 +31,13 @@ def build_model(data: FlowData, num_samples: int | None = None, **model_kwargs: 
     if data.is_image:
         _, h, w = data.event_shape
         small = (len(data) if num_samples is None else num_samples) < 5000
+        # a small set is fitted in minutes by the 8x8 model at any size: at 28-32 pixels the
+        # wider, deeper one (12 x 128) took twice the time per step and reached a worse
+        # validation bits/dim before it overfitted (benchmarks/results/fit_time.md)
+        wide = max(h, w) > LARGE_IMAGE_SIDE and not small
         kwargs: dict[str, Any] = dict(
-            depth=8 if max(h, w) <= 16 else 12,
-            hidden=64 if max(h, w) <= 16 else 128,
+            depth=12 if wide else 8,
+            hidden=128 if wide else 64,
             dropout=0.2 if small else 0.0,
             levels=data.levels or 256,
         )
@@ -117,7 +121,9 @@ def fit(data: Any, *, unlabelled: Any = None, init: Any = None, val: Any = None,
     train = labelled
     if val is None and val_fraction > 0 and len(labelled) > 1:
         train, val_data = train_val_split(labelled, val_fraction, seed)
-    config = config or default_config(len(train) + (0 if pool is None else len(pool)), seed=seed)
+    config = config or default_config(
+        len(train) + (0 if pool is None else len(pool)), seed=seed, event_shape=train.event_shape
+    )
     FlowTrainer(model, config).fit(train, val_data, unlabelled=pool)
     model.class_names = labelled.class_names
     return model
