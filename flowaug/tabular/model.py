@@ -84,17 +84,12 @@ class TabularFlow(FeatureFlow):
         clip: bool = True,
         **model_kwargs: Any,
     ) -> TabularFlow:
-        """An untrained model with column encoders learned from ``df``.
-
-        Args:
-            df: the training table.
-            label: name of the class column (``None``: unconditional model).
-            categorical: extra columns to treat as categorical (object, str, category and bool
-                columns always are).
-            continuous: ``"standard"`` or ``"quantile"`` (see :meth:`TableEncoder.fit`).
-            impute: ``None`` (missing values raise), ``"mean"`` or ``"mode"``.
-            clip: clip sampled numbers into the observed ``[min, max]`` of each column.
-            **model_kwargs: ``depth``, ``hidden``, ... (see the class docstring).
+        """An untrained model with column encoders learned from ``df``: the training table,
+        its class column ``label`` (``None``: an unconditional model), and ``categorical``,
+        ``continuous``, ``impute`` and ``clip`` as :meth:`TableEncoder.fit` takes them (extra
+        categorical columns; ``"standard"`` or ``"quantile"``; ``None``, ``"mean"`` or
+        ``"mode"`` for missing values; sampled numbers kept in each column's observed range).
+        ``model_kwargs`` are the model's (``depth``, ``hidden``, ...: see the class docstring).
         """
         for key in ("num_features", "num_classes", "columns"):
             if key in model_kwargs:
