@@ -177,6 +177,17 @@ def test_rsample_with_log_prob_is_differentiable_and_consistent():
     assert grads and any(g.abs().sum() > 0 for g in grads)
 
 
+def test_sample_records_no_graph_but_its_samples_can_feed_a_training_step():
+    # sample() is torch.distributions' sample: no gradients (rsample_with_log_prob has them),
+    # and no inference-mode tensors, which a classifier's backward pass would refuse
+    model = _model((1, 4, 4), 2, None, torch.float32)
+    x = model.sample(torch.tensor([0, 1]))
+    assert not x.requires_grad and x.grad_fn is None and not x.is_inference()
+    layer = torch.nn.Conv2d(1, 2, 3)
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
 def test_rsample_log_q_is_the_density_of_its_samples_in_train_mode(dropout):
     # a fresh model is in train mode: no ActNorm initialization from the samples and no

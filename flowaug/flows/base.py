@@ -201,6 +201,7 @@ class ConditionalFlow(nn.Module):
         param = next(self.parameters(), None)
         return x if param is None or x.dtype == param.dtype else x.to(param.dtype)
 
+    @torch.no_grad()
     def sample(
         self,
         y: Tensor | int | None = None,
@@ -208,7 +209,8 @@ class ConditionalFlow(nn.Module):
         generator: torch.Generator | None = None,
         num_samples: int | None = None,
     ) -> Tensor:
-        """Draw samples in model space.
+        """Draw samples in model space, without gradients (as ``torch.distributions``'
+        ``sample``: for samples that gradients flow through, use :meth:`rsample_with_log_prob`).
 
         Args:
             y: LongTensor ``[B]`` of classes (one sample per entry); for unconditional models
