@@ -386,6 +386,27 @@ def test_max_time_stops_with_a_final_evaluation(digits):
     assert history.records[0]["val_bpd"] is not None
 
 
+@pytest.mark.parametrize("num_train", [50, 216, 1617, 4999, 5000, 50_000])
+@pytest.mark.parametrize("shape", [None, (1, 8, 8), (3, 16, 16), (1, 28, 28), (3, 32, 32)])
+def test_defaults_per_image_size(num_train, shape):
+    # a small set of images over 16 pixels a side: batches of at most 16 at 5e-3 and the 8x8
+    # model (fit_time.md: 2x faster to a better validation bits/dim at 32x32); else as before
+    from flowaug.data import as_flow_data
+    from flowaug.training import build_model, default_config
+
+    large = shape is not None and shape[1] > 16 and num_train < 5000
+    cfg = default_config(num_train, event_shape=shape)
+    assert cfg.batch_size == min(num_train, 16 if large else 64, max(8, num_train // 8))
+    assert cfg.lr == (5e-3 if large else 2e-3 if num_train < 5000 else 1e-3)
+    assert default_config(num_train, event_shape=shape, lr=1e-4, batch_size=8).lr == 1e-4
+    if shape is not None:
+        data = as_flow_data((torch.zeros(2, *shape, dtype=torch.long), torch.tensor([0, 1])),
+                            levels=256)
+        model = build_model(data, num_samples=num_train)
+        wide = shape[1] > 16 and num_train >= 5000
+        assert (model.config["depth"], model.config["hidden"]) == ((12, 128) if wide else (8, 64))
+
+
 @pytest.mark.parametrize("num_train", [50, 216, 1000, 5000, 50_000])
 def test_default_early_stopping_can_end_a_run_that_overfits(num_train):
     # measured on 240 digits (216 train): validation best at step 275 of 500; patience 10
