@@ -8,10 +8,11 @@ Protocol:
   distance to the limit;
 - the default model of ``flowaug.fit`` (``flowaug.training.build_model``) for 240 images at
   8x8x1 (17 levels), 28x28x1 and 32x32x3 (256 levels), at the default batch size
-  (``default_config(240)``); a training step is forward, backward and an Adam update, in train
-  mode after ActNorm initialization; its FLOPs are counted once with
-  ``torch.utils.flop_counter.FlopCounterMode``; sampling draws 256 images (``model.sample``
-  in eval mode, no autograd), whose FLOPs are counted the same way;
+  (``default_config(240, event_shape=shape)``: 30 at 8x8, 16 above 16 pixels); a training
+  step is forward, backward and an Adam update, in train mode after ActNorm initialization;
+  its FLOPs are counted once with ``torch.utils.flop_counter.FlopCounterMode``; sampling
+  draws 256 images (``model.sample`` in eval mode, no autograd), whose FLOPs are counted the
+  same way;
 - median over ``--repeats`` timed repeats after one warm-up, all configurations of one thread
   count measured one after the other in the same process (``torch.set_num_threads``).
 
@@ -70,7 +71,7 @@ def measure(shape: tuple[int, int, int], levels: int, repeats: int, peak: float)
     data = as_flow_data((x, y), levels=levels)
     torch.manual_seed(0)
     model = build_model(data)
-    batch = default_config(NUM_IMAGES).batch_size
+    batch = default_config(NUM_IMAGES, event_shape=shape).batch_size
     xb, yb = model.prepare_batch(x[:batch], g), y[:batch]
     model.initialize(xb, yb)
     model.train()
