@@ -99,7 +99,9 @@ def markdown(report: dict) -> str:
             if r is None:
                 continue
             peak = "-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"
-            met = "" if name == "baseline" else ("yes" if row.get("met") else "no")
+            met = "" if name == "baseline" or "met" not in row else (
+                "yes" if row["met"] else "no"
+            )
             reached = "" if name == "baseline" or base is None else next(
                 (f"{t:.0f}" for _, t, bpd in r["curve"] if bpd <= base["best_val_bpd"]), "never"
             )
