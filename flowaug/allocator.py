@@ -5,8 +5,8 @@ dynamically up to 32 MiB) with a fresh ``mmap`` and hands it back to the kernel 
 trims the heap whenever more than twice that is free at its top. A flow's activations are
 megabytes (1,000 8x8 samples through 64 channels: 4 MB a tensor), allocated and freed hundreds
 of times a pass, so every pass faults all of them back in, page by page, zeroed by the kernel:
-on this project's benchmark machine that made sampling 2-2.5x slower than the arithmetic
-(``benchmarks/speed.py`` measures both settings in one run). PyTorch's CPU tuning guides
+on this project's benchmark machine that made drawing 1,000 8x8 samples 1.6-2.2x slower
+(``benchmarks/allocator.py`` measures both settings in one run). PyTorch's CPU tuning guides
 recommend jemalloc or tcmalloc through ``LD_PRELOAD`` for the same reason; this does the part
 that matters here with glibc's own ``mallopt``, from inside the process.
 

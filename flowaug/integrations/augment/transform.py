@@ -310,8 +310,7 @@ class FlowAugment(Transform):
 
     def _is_plain_batch(self, images: Any) -> bool:
         """Whether ``images`` is a batch ``[B, C, H, W]`` tensor (plain or ``tv_tensors.Image``)."""
-        kind = type(images)
-        return (kind is Tensor or kind is tv_tensors.Image) and images.ndim == len(self._shape) + 1
+        return type(images) in (Tensor, tv_tensors.Image) and self._is_batch(images)
 
     def _is_batch(self, leaf: Any) -> bool:
         return not isinstance(leaf, PIL.Image.Image) and leaf.ndim == len(self._shape) + 1
