@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flows.base import FlowLayer
+from flowaug.flows.dropout import Dropout
 from flowaug.flows.spline import SplineCouplingBase
 
 __all__ = ["AffineCoupling", "CouplingNet", "SplineImageCoupling"]
@@ -65,7 +66,7 @@ class CouplingNet(nn.Module):
             self.mid = nn.Linear(hidden, hidden)
             self.out = nn.Linear(hidden, out_channels)
         self.cond = nn.Linear(cond_dim, hidden) if cond_dim > 0 else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flows.base import FlowLayer
+from flowaug.flows.dropout import Dropout
 
 __all__ = ["rational_quadratic_spline", "ConditionerMLP", "SplineCoupling"]
 
@@ -166,7 +167,7 @@ class ConditionerMLP(nn.Module):
                 nn.ReLU(),
                 nn.Linear(hidden, hidden),
                 nn.ReLU(),
-                nn.Dropout(dropout),
+                Dropout(dropout),
                 last,
             )
 

@@ -98,7 +98,7 @@ class SyntheticBank:
         self.version = torch.zeros(1, dtype=torch.int64).share_memory_()
         # per-process copies converted to an output dtype; a forked child may keep its parent's:
         # same content, and the version check catches refreshes
-        self._local: dict[torch.dtype, tuple[int, list[list[Tensor]]]] = {}
+        self._local: dict[torch.dtype, tuple[int, Tensor, list[list[Tensor]] | None]] = {}
         self._version_view = self.version.numpy()  # reads without tensor-indexing overhead
 
     def __getstate__(self) -> dict[str, Any]:
@@ -157,20 +157,29 @@ class SyntheticBank:
                 f"{self.num_classes} classes; map your labels to 0..{self.num_classes - 1}."
             )
 
-    def _views(self, dtype: torch.dtype) -> list[list[Tensor]]:
-        """Per-sample views of the bank converted to ``dtype``, cached per process and version:
-        indexing a list of views costs far less than tensor indexing, at one draw per image."""
+    def _converted(self, dtype: torch.dtype) -> Tensor:
+        """The bank converted to ``dtype``, ``[K, n, *event_shape]``, cached per process and
+        version (for uint8 output of 8-bit codes: the shared tensor itself, no copy)."""
         if self._version_view is None:
             self._version_view = self.version.numpy()
         version = int(self._version_view[0])
         entry = self._local.get(dtype)
         if entry is None or entry[0] != version:
-            full = from_codes(self.codes, self.levels, dtype)
-            if self.levels == 256 and dtype == torch.uint8:
-                full = self.codes  # no conversion: views into the shared tensor
-            entry = (version, [list(full[c].unbind(0)) for c in range(self.num_classes)])
-            self._local[dtype] = entry
+            full = self.codes
+            if not (self.levels == 256 and dtype == torch.uint8):
+                full = from_codes(self.codes, self.levels, dtype)
+            entry = self._local[dtype] = (version, full, None)
         return entry[1]
+
+    def _views(self, dtype: torch.dtype) -> list[list[Tensor]]:
+        """Per-sample views of :meth:`_converted`: indexing a list of views costs far less than
+        tensor indexing, at one draw per image."""
+        full = self._converted(dtype)
+        version, _, views = self._local[dtype]
+        if views is None:
+            views = [list(full[c].unbind(0)) for c in range(self.num_classes)]
+            self._local[dtype] = (version, full, views)
+        return views
 
     def get(self, label: int, index: int, dtype: torch.dtype = torch.float32) -> Tensor:
         """Sample ``index`` of class ``label``, ``[*event_shape]`` of ``dtype`` (float: the data
@@ -202,4 +211,4 @@ class SyntheticBank:
             low, high = torch.aminmax(labels)
             self._check_label(int(low) if low < 0 else int(high))
         index = torch.randint(self.n_per_class, labels.shape, generator=generator)
-        return from_codes(self.codes[labels, index], self.levels, dtype)
+        return self._converted(dtype)[labels, index]
