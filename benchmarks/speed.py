@@ -9,7 +9,8 @@ Protocol:
 - the default model of ``flowaug.fit`` (``flowaug.training.build_model``) for 240 images at
   8x8x1 (17 levels), 28x28x1 and 32x32x3 (256 levels), at the default batch size
   (``default_config(240, event_shape=shape)``: 30 at 8x8, 16 above 16 pixels); a training
-  step is forward, backward and an Adam update, in train mode after ActNorm initialization;
+  step is forward, backward and the trainer's update (AdamW, fused kernel), in train mode
+  after ActNorm initialization;
   its FLOPs are counted once with ``torch.utils.flop_counter.FlopCounterMode``; sampling
   draws 256 images (``model.sample`` in eval mode, no autograd), whose FLOPs are counted the
   same way;
@@ -75,7 +76,7 @@ def measure(shape: tuple[int, int, int], levels: int, repeats: int, peak: float)
     xb, yb = model.prepare_batch(x[:batch], g), y[:batch]
     model.initialize(xb, yb)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as FlowTrainer
 
     def step() -> None:
         loss = -model.log_prob(xb, yb).mean()

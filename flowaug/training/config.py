@@ -218,10 +218,10 @@ def default_config(
     Images above :data:`LARGE_IMAGE_SIDE` pixels (28x28, 32x32) in a small set train in batches
     of 16 at a learning rate of 5e-3: their fits are limited by the number of optimizer steps,
     not by the gradient noise of a batch, so a step that costs a quarter of a 64-image one gets
-    there sooner: on 240 RGB 32x32 images, 96 s to 6.03 validation bits/dim, against 211 s
+    there sooner: on 240 RGB 32x32 images, 73 s to 6.03 validation bits/dim, against 211 s
     to 6.32 with batches of 27 at 2e-3 and the wider model ``build_model`` made before; on
-    1,797 28x28 digits the old defaults' 11-minute figure is passed after 4 minutes
-    (``benchmarks/results/fit_time.md``).
+    1,797 28x28 digits the old defaults' 11-minute figure is passed after 200 s
+    (``benchmarks/results/fit_time.md``, ``fit_time_step_speed.md``).
     """
     check_int("num_train", num_train, minimum=1)
     small = num_train < 5000
