@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from flowaug.flows.spline import SplineCoupling, rational_quadratic_spline
+from flowaug.flows.spline import SplineCoupling, _softplus, rational_quadratic_spline
 
 BOUND = 3.0
 
@@ -142,3 +142,17 @@ def test_coupling_rejects_bad_arguments() -> None:
     layer = SplineCoupling(2, hidden=4, cond_dim=3)
     with pytest.raises(ValueError, match="expected 4 input features"):
         layer(torch.zeros(2, 2), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+def test_softplus_matches_torch_in_value_and_gradient(dtype, tol):
+    """The spline's slopes go through flowaug's softplus (torch's CPU kernel is slower): the
+    same values and the gradient sigmoid(x), 1/2 at 0 included."""
+    x = torch.cat([torch.linspace(-30, 30, 2001, dtype=dtype), torch.zeros(1, dtype=dtype)])
+    x.requires_grad_()
+    out = _softplus(x)
+    exact = torch.logaddexp(x.detach(), torch.zeros((), dtype=dtype))  # F.softplus cuts at 20
+    torch.testing.assert_close(out, exact, atol=tol, rtol=0)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.sigmoid(x.detach()), atol=tol, rtol=0)
+    assert x.grad[-1] == 0.5

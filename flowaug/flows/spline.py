@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flows.base import FlowLayer
@@ -31,6 +30,14 @@ _MIN_HEIGHT = 1e-3
 _MIN_SLOPE = 1e-3
 # softplus(0 + _SLOPE_SHIFT) + _MIN_SLOPE == 1: a zero network output means slope 1 everywhere
 _SLOPE_SHIFT = math.log(math.expm1(1.0 - _MIN_SLOPE))
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + e^x)`` as ``relu(x) + log(1 + e^-|x|)``, the relu written ``(x + |x|) / 2`` so
+    the gradient at 0 is softplus' 1/2; within 1e-6 of ``F.softplus``, whose CPU kernel goes
+    through an unvectorized ``log1p`` (3.5x slower forward, 1.5x with the backward)."""
+    a = x.abs()
+    return 0.5 * (x + a) + torch.log(1 + torch.exp(-a))
 
 
 def _softmax_last(raw: Tensor) -> Tensor:
@@ -97,7 +104,7 @@ def rational_quadratic_spline(
     xc = x.clamp(-bound, bound)
     kx, w = _knots(widths, bound, _MIN_WIDTH)
     ky, h = _knots(heights, bound, _MIN_HEIGHT)
-    d = _MIN_SLOPE + F.softplus(slopes + _SLOPE_SHIFT)
+    d = _MIN_SLOPE + _softplus(slopes + _SLOPE_SHIFT)
     ones = torch.ones_like(widths[..., :1])
     d = torch.cat([ones, d, ones], dim=-1)  # slope 1 at the ends: smooth join with the tails
 
