@@ -52,6 +52,10 @@ class Strategy:
     """An algorithm: :meth:`batch` replaces images of classes ``labels`` (``None``: an
     unconditional model), :meth:`one` a single image ``[C, H, W]``."""
 
+    #: whether :meth:`batch` reads the images' values; if not, only their dtype and device,
+    #: and a caller may hand it any images of the batch instead of gathering the replaced ones
+    reads_pixels = True
+
     def batch(self, x: Tensor, labels: Tensor | None, rng: WorkerRandomState) -> Tensor:
         raise NotImplementedError
 
@@ -68,6 +72,7 @@ class Resample(Strategy):
     bank: SyntheticBank | None
     temperature: float
     filter_threshold: float | None
+    reads_pixels = False  # a fresh sample of the class: only x's dtype and device matter
 
     def one(self, x: Tensor, label: int | None, rng: WorkerRandomState) -> Tensor:
         if self.bank is None:

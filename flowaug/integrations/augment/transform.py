@@ -336,7 +336,8 @@ class FlowAugment(Transform):
         if index.numel() == 0:
             return images
         where, out = index.to(x.device), x.clone()
-        out[where] = self._strategy.batch(x[where], y, self._rng)
+        replaced = x[where] if self._strategy.reads_pixels else x
+        out[where] = self._strategy.batch(replaced, y, self._rng)
         return tv_tensors.wrap(out, like=images) if isinstance(images, tv_tensors.Image) else out
 
     def _flow_classes(self, x: Tensor) -> tuple[Tensor, Tensor]:
