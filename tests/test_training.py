@@ -393,7 +393,9 @@ def test_defaults_per_image_size(num_train, shape):
     # model (fit_time.md: 2x faster to a better validation bits/dim at 32x32); else as before
     from flowaug.data import as_flow_data
     from flowaug.training import build_model, default_config
+    from flowaug.training.config import is_large_image
 
+    assert is_large_image(shape) == (shape is not None and shape[1] > 16)
     large = shape is not None and shape[1] > 16 and num_train < 5000
     cfg = default_config(num_train, event_shape=shape)
     assert cfg.batch_size == min(num_train, 16 if large else 64, max(8, num_train // 8))

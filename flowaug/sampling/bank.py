@@ -98,7 +98,7 @@ class SyntheticBank:
         self.version = torch.zeros(1, dtype=torch.int64).share_memory_()
         # per-process copies converted to an output dtype; a forked child may keep its parent's:
         # same content, and the version check catches refreshes
-        self._local: dict[torch.dtype, tuple[int, Tensor, list[list[Tensor]] | None]] = {}
+        self._local: dict[torch.dtype, tuple[int, Tensor, list[list[Tensor]]]] = {}
         self._version_view = self.version.numpy()  # reads without tensor-indexing overhead
 
     def __getstate__(self) -> dict[str, Any]:
@@ -168,17 +168,16 @@ class SyntheticBank:
             full = self.codes
             if not (self.levels == 256 and dtype == torch.uint8):
                 full = from_codes(self.codes, self.levels, dtype)
-            entry = self._local[dtype] = (version, full, None)
+            entry = self._local[dtype] = (version, full, [])
         return entry[1]
 
     def _views(self, dtype: torch.dtype) -> list[list[Tensor]]:
-        """Per-sample views of :meth:`_converted`: indexing a list of views costs far less than
-        tensor indexing, at one draw per image."""
+        """Per-sample views of :meth:`_converted`, made on first use: indexing a list of views
+        costs far less than tensor indexing, at one draw per image."""
         full = self._converted(dtype)
-        version, _, views = self._local[dtype]
-        if views is None:
-            views = [list(full[c].unbind(0)) for c in range(self.num_classes)]
-            self._local[dtype] = (version, full, views)
+        views = self._local[dtype][2]
+        if not views:
+            views.extend(list(full[c].unbind(0)) for c in range(self.num_classes))
         return views
 
     def get(self, label: int, index: int, dtype: torch.dtype = torch.float32) -> Tensor:

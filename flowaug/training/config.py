@@ -12,7 +12,7 @@ import numpy as np
 from flowaug._checks import check_int, check_number
 from flowaug.training.semi_supervised import SEMI_SUPERVISED_MODES
 
-__all__ = ["LARGE_IMAGE_SIDE", "TrainConfig", "default_config"]
+__all__ = ["LARGE_IMAGE_SIDE", "SMALL_SET", "TrainConfig", "default_config", "is_large_image"]
 
 _CHOICES = {"mixed_precision": ("no", "bf16", "fp16"), "schedule": ("cosine", "constant")}
 _POSITIVE_INTS = (
@@ -204,6 +204,18 @@ class TrainConfig:
 #: images with a side above this many pixels train in small batches at a higher learning rate
 #: (see :func:`default_config`)
 LARGE_IMAGE_SIDE = 16
+#: below this many training samples a set is small: it overfits within a few epochs
+SMALL_SET = 5000
+
+
+def is_large_image(event_shape: Sequence[int] | None) -> bool:
+    """Whether samples of ``event_shape`` are images ``[C, H, W]`` with a side above
+    :data:`LARGE_IMAGE_SIDE` (``None`` or features ``[F]``: no)."""
+    return (
+        event_shape is not None
+        and len(event_shape) == 3
+        and max(int(event_shape[1]), int(event_shape[2])) > LARGE_IMAGE_SIDE
+    )
 
 
 def default_config(
@@ -224,13 +236,8 @@ def default_config(
     (``benchmarks/results/fit_time.md``, ``fit_time_step_speed.md``).
     """
     check_int("num_train", num_train, minimum=1)
-    small = num_train < 5000
-    large_images = (
-        event_shape is not None
-        and len(event_shape) == 3
-        and max(int(event_shape[1]), int(event_shape[2])) > LARGE_IMAGE_SIDE
-        and small
-    )
+    small = num_train < SMALL_SET
+    large_images = small and is_large_image(event_shape)
     most = 16 if large_images else 64
     batch = int(min(num_train, most, max(8, num_train // 8)))  # never more than the data holds
     per_epoch = max(1, num_train // batch)

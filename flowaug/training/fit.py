@@ -14,7 +14,7 @@ from flowaug._checks import check_int
 from flowaug.data import FlowData, as_flow_data
 from flowaug.flows.glow import Glow
 from flowaug.training.batches import drop_labels, unlabelled_pool
-from flowaug.training.config import LARGE_IMAGE_SIDE, TrainConfig, default_config
+from flowaug.training.config import SMALL_SET, TrainConfig, default_config, is_large_image
 from flowaug.training.trainer import FlowTrainer
 from flowaug.training.transfer import transfer_model
 
@@ -29,12 +29,11 @@ def build_model(data: FlowData, num_samples: int | None = None, **model_kwargs: 
     (e.g. ``depth``, ``hidden``, ``dropout``).
     """
     if data.is_image:
-        _, h, w = data.event_shape
-        small = (len(data) if num_samples is None else num_samples) < 5000
+        small = (len(data) if num_samples is None else num_samples) < SMALL_SET
         # a small set is fitted in minutes by the 8x8 model at any size: at 28-32 pixels the
         # wider, deeper one (12 x 128) took twice the time per step and reached a worse
         # validation bits/dim before it overfitted (benchmarks/results/fit_time.md)
-        wide = max(h, w) > LARGE_IMAGE_SIDE and not small
+        wide = is_large_image(data.event_shape) and not small
         kwargs: dict[str, Any] = dict(
             depth=12 if wide else 8,
             hidden=128 if wide else 64,
