@@ -173,6 +173,16 @@ def test_dropout_matches_torch_dropout_in_law(p, dtype, inplace):
     assert torch.equal(ours.eval()(x), x)
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_mask_is_unbiased_in_every_lane(p):
+    """The mask reads four 16-bit integers from each 64-bit draw: every one of the four
+    positions must drop a share ``p`` (a lane with a fixed sign bit would not)."""
+    torch.manual_seed(1)
+    out = Dropout(p).train()(torch.ones(4 * 50_000))
+    shares = (out == 0).float().view(-1, 4).mean(0)  # sd of each: < 0.0023
+    assert torch.allclose(shares, torch.full((4,), p), atol=0.01), shares
+
+
 def test_dropout_follows_the_global_seed():
     x = torch.ones(1000)
     layer = Dropout(0.3).train()

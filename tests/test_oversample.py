@@ -146,8 +146,16 @@ def test_synthetic_rows_belong_to_their_class(iris_resampled) -> None:
     X, y, X_res, y_res = iris_resampled
     new_X, new_y = X_res[len(X) :], y_res[len(X) :]
     means = np.stack([X[y == c].mean(0) for c in range(3)])
-    nearest = np.linalg.norm(new_X[:, None] - means[None], axis=2).argmin(1)
-    assert (nearest == new_y).mean() > 0.9
+
+    def nearest_mean_hits(rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(rows[:, None] - means[None], axis=2).argmin(1) == labels
+
+    # versicolor and virginica overlap: the real rows of those classes, weighted as the new
+    # rows are, sit at their nearest class mean 0.906 of the time; the new rows must do as
+    # well within 0.05 (seeds 0-7 average 0.89; with the new labels shuffled: 0.50)
+    real_hits = nearest_mean_hits(X, y)
+    expected = np.mean([real_hits[y == label].mean() for label in new_y])
+    assert nearest_mean_hits(new_X, new_y).mean() >= expected - 0.05
 
 
 def test_missing_values_need_impute() -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flows.base import FlowLayer
+from flowaug.flows.conv import NarrowConv, PointwiseConv
 from flowaug.flows.dropout import Dropout
 from flowaug.flows.spline import SplineCouplingBase
 
@@ -59,8 +60,8 @@ class CouplingNet(nn.Module):
         self.spatial = spatial
         if spatial:
             self.inp = nn.Conv2d(in_channels, hidden, 3, padding=1)
-            self.mid = nn.Conv2d(hidden, hidden, 1)
-            self.out = nn.Conv2d(hidden, out_channels, 3, padding=1)
+            self.mid = PointwiseConv(hidden, hidden)
+            self.out = NarrowConv(hidden, out_channels, 3)
         else:
             self.inp = nn.Linear(in_channels, hidden)
             self.mid = nn.Linear(hidden, hidden)

@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowaug.flows.base import FlowLayer
+from flowaug.flows.conv import channel_mix
 from flowaug.flows.coupling import AffineCoupling, CouplingNet, SplineImageCoupling
 
 __all__ = [
@@ -128,7 +128,7 @@ class InvConv1x1(FlowLayer):
     def _mix(x: Tensor, w: Tensor) -> Tensor:
         if x.dim() == 2:
             return x @ w.T
-        return F.conv2d(x, w.view(*w.shape, 1, 1))
+        return channel_mix(x, w)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x [B, C, ...] -> (W x, logdet [B])``."""
