@@ -20,7 +20,8 @@ def _values_and_grads(fn, x, params):
 @pytest.mark.parametrize(
     "shape,out_channels,bias",
     [((3, 4, 5, 5), 4, False), ((16, 64, 14, 14), 64, True), ((2, 8, 1, 1), 3, True),
-     ((300, 8, 4, 4), 8, True), ((300, 8, 2, 3), 5, False)],  # the last two: oneDNN's path
+     ((300, 8, 4, 4), 8, True),
+     ((300, 8, 2, 3), 5, False), ((16, 64, 2, 2), 64, True)],  # these two: oneDNN's path
 )  # fmt: skip
 def test_channel_mix_is_a_1x1_convolution(shape, out_channels, bias):
     torch.manual_seed(0)

@@ -400,6 +400,8 @@ def test_defaults_per_image_size(num_train, shape):
     cfg = default_config(num_train, event_shape=shape)
     assert cfg.batch_size == min(num_train, 16 if large else 64, max(8, num_train // 8))
     assert cfg.lr == (5e-3 if large else 2e-3 if num_train < 5000 else 1e-3)
+    per_epoch = max(1, num_train // cfg.batch_size)
+    assert cfg.max_steps == min(20_000, max(500, (24 if large else 40) * per_epoch))
     assert default_config(num_train, event_shape=shape, lr=1e-4, batch_size=8).lr == 1e-4
     if shape is not None:
         data = as_flow_data((torch.zeros(2, *shape, dtype=torch.long), torch.tensor([0, 1])),

@@ -2,18 +2,19 @@
 convolution is slow.
 
 oneDNN, which runs torch's CPU convolutions, is slow on two kernels of a small-image flow:
-- 1x1 convolutions (the coupling networks' middle layer, the LU 1x1 convolution): on
-  ``[16, 64, 14, 14]`` a 64 -> 64 one took 0.95 ms forward and 2.1 ms forward + backward where
-  ``baddbmm`` over the batch takes 0.18 and 0.7 ms (2 threads); the 4 -> 4 LU convolution
-  went from 0.45 to 0.07 ms. :func:`channel_mix`.
+- 1x1 convolutions (the coupling networks' middle layer, the LU 1x1 convolution), which
+  :func:`channel_mix` computes with ``baddbmm`` over the batch: forward + backward of the
+  64 -> 64 layer on ``[16, 64, 14, 14]`` 1.15x (one thread) / 1.29x (two) faster, of the
+  4 -> 4 LU convolution 3.4x / 3.8x;
 - the backward of a 3x3 convolution to a few channels (the coupling networks' last layer on
-  grayscale images: 64 -> 4 channels at 14x14): 2.7-3.8 ms forward + backward, 1.2 ms as one
-  matrix product to ``9 x 4`` channels followed by a sum of nine shifted windows.
-  :class:`NarrowConv`.
+  grayscale images: 64 -> 4 channels at 14x14), which :class:`NarrowConv` computes as one
+  matrix product to ``9 x 4`` channels followed by a sum of nine shifted windows: forward +
+  backward 1.76x / 1.48x faster.
 
-Large batches of tiny images (1,000 samples of 4x4, as in sampling) are the exception, where
-the convolutions stay faster; there, and on every other device, these layers call
-:func:`torch.nn.functional.conv2d`. Measured by ``benchmarks/speed.py``.
+Large batches of tiny images (256 samples of 2x2 at 64 channels, as in sampling 8x8 images)
+are the exception, where the convolutions stay faster; there, at the sizes where the products
+lose, and on every other device, these layers call :func:`torch.nn.functional.conv2d`. Measured by
+``benchmarks/cpu_kernels.py`` (``benchmarks/results/cpu_kernels.md``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from torch import Tensor, nn
 
 __all__ = ["NarrowConv", "PointwiseConv", "channel_mix"]
 
-#: below this many pixels per image, and above :data:`_MANY_IMAGES` images, oneDNN's 1x1
-#: convolution beats one small matrix product per image
-_FEW_PIXELS = 32
-_MANY_IMAGES = 256
+#: below this many pixels per image, oneDNN's 1x1 convolution beats one small matrix product
+#: per image once the batch times the output channels reaches :data:`_MANY_ROWS` (2x2 pixels,
+#: 64 channels, 256 images: 5x faster; 16 images, 8 channels: 4.6x slower)
+_FEW_PIXELS = 16
+_MANY_ROWS = 1024
 #: :class:`NarrowConv` takes the matrix-product path from this many pixels per image and up to
 #: this many output channels (measured: 12x12 and 14x14 with 4 and 8 channels gain, 16x16 with
 #: 12 channels and 8x8 lose)
@@ -40,7 +42,7 @@ def channel_mix(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor
     ``[B, O, H, W]`` (``F.conv2d`` with the kernel ``weight[:, :, None, None]``)."""
     batch, channels, height, width = x.shape
     pixels = height * width
-    if x.device.type != "cpu" or (pixels < _FEW_PIXELS and batch > _MANY_IMAGES):
+    if x.device.type != "cpu" or (pixels < _FEW_PIXELS and batch * len(weight) >= _MANY_ROWS):
         return F.conv2d(x, weight.view(*weight.shape, 1, 1), bias)
     flat = x.reshape(batch, channels, pixels)
     weights = weight.expand(batch, *weight.shape)
@@ -112,7 +114,7 @@ class NarrowConv(nn.Conv2d):
     parameters and state dict) whose CPU training pass, on images of at least 12x12 pixels
     with at most 8 output channels, multiplies every pixel by every kernel tap in one batched
     matrix product and sums the ``kernel**2`` shifted windows: on ``[16, 64, 14, 14] -> 4``
-    channels, forward + backward takes a third of oneDNN's time. Elsewhere (no gradient, other
+    channels, forward + backward 1.5-1.8x faster than oneDNN. Elsewhere (no gradient, other
     sizes, other devices) it is the convolution.
 
     Example:
