@@ -32,6 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from report import write_report
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,9 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         "medians": medians,
         "runs": runs,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "allocator.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "allocator.md").write_text(markdown(report))
+    write_report("allocator", report, markdown)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from report import write_report
 
 # (name, batch, in channels, out channels, height, width, bias)
 POINTWISE = [
@@ -143,9 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(markdown(report))
     if not args.no_write:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "cpu_kernels.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "cpu_kernels.md").write_text(markdown(report))
+        write_report("cpu_kernels", report, markdown)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fit_data import make_digits28_folder, make_shapes_folder  # noqa: E402
+from report import write_report  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 180.0
 DATA = {"shapes": make_shapes_folder, "digits28": make_digits28_folder}
@@ -191,9 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     if not args.no_write:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / f"{args.name}.md").write_text(markdown(report))
+        write_report(args.name, report, markdown)
 
 
 if __name__ == "__main__":

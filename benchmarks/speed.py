@@ -23,7 +23,6 @@ Writes benchmarks/results/speed.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -35,10 +34,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from report import write_report  # noqa: E402
+
 from flowaug.data import as_flow_data  # noqa: E402
 from flowaug.training import build_model, default_config  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = [((1, 8, 8), 17), ((1, 28, 28), 256), ((3, 32, 32), 256)]
 NUM_IMAGES, NUM_CLASSES, SAMPLE_BATCH = 240, 4, 256
 
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
     }
     if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "speed.md").write_text(markdown(report))
+        write_report("speed", report, markdown)
 
 
 if __name__ == "__main__":
