@@ -97,7 +97,8 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`; torch {report['torch']}, {report['machine']}. "
         "Median us over the repeats; 'train' is forward + backward; ratio = torch / flowaug "
-        "(above 1: flowaug faster).",
+        "(above 1: flowaug faster). Rows marked 'oneDNN kept' run the same convolution on both "
+        "sides: their ratios show this run's noise (flowaug's side is measured second).",
         "",
         "| threads | case | torch fwd | flowaug fwd | ratio | torch train | flowaug train "
         "| ratio |",

@@ -4,12 +4,12 @@ convolution is slow.
 oneDNN, which runs torch's CPU convolutions, is slow on two kernels of a small-image flow:
 - 1x1 convolutions (the coupling networks' middle layer, the LU 1x1 convolution), which
   :func:`channel_mix` computes with ``baddbmm`` over the batch: forward + backward of the
-  64 -> 64 layer on ``[16, 64, 14, 14]`` 1.15x (one thread) / 1.29x (two) faster, of the
-  4 -> 4 LU convolution 3.4x / 3.8x;
+  64 -> 64 layer at 7x7-16x16 pixels (batch 16) 1.1-1.5x faster, of the 4 -> 4 LU
+  convolution 3.6x;
 - the backward of a 3x3 convolution to a few channels (the coupling networks' last layer on
   grayscale images: 64 -> 4 channels at 14x14), which :class:`NarrowConv` computes as one
   matrix product to ``9 x 4`` channels followed by a sum of nine shifted windows: forward +
-  backward 1.76x / 1.48x faster.
+  backward 1.3-1.8x faster.
 
 Large batches of tiny images (256 samples of 2x2 at 64 channels, as in sampling 8x8 images)
 are the exception, where the convolutions stay faster; there, at the sizes where the products
@@ -114,7 +114,7 @@ class NarrowConv(nn.Conv2d):
     parameters and state dict) whose CPU training pass, on images of at least 12x12 pixels
     with at most 8 output channels, multiplies every pixel by every kernel tap in one batched
     matrix product and sums the ``kernel**2`` shifted windows: on ``[16, 64, 14, 14] -> 4``
-    channels, forward + backward 1.5-1.8x faster than oneDNN. Elsewhere (no gradient, other
+    channels, forward + backward 1.3-1.8x faster than oneDNN. Elsewhere (no gradient, other
     sizes, other devices) it is the convolution.
 
     Example:
