@@ -20,10 +20,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 from report import write_report
 
@@ -45,19 +43,9 @@ NARROW = [
 DROPOUT = [("28x28 step: dropout on [16, 64, 14, 14]", 16, 64, 64, 14, 14, True)]
 
 
-def _median_us(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
-
-
 def measure(threads: int, repeats: int) -> list[dict]:
     import torch
+    from speed import _median_seconds  # one warm-up, then the median of the repeats
     from torch import nn
 
     from flowaug.flows.conv import NarrowConv, PointwiseConv
@@ -83,8 +71,10 @@ def measure(threads: int, repeats: int) -> list[dict]:
             row = {"kind": kind, "case": name, "threads": threads}
             for label, layer in (("torch", theirs), ("flowaug", ours)):
                 with torch.no_grad():
-                    row[f"{label}_forward_us"] = _median_us(lambda f=layer, v=x: f(v), repeats)
-                row[f"{label}_train_us"] = _median_us(
+                    row[f"{label}_forward_us"] = 1e6 * _median_seconds(
+                        lambda f=layer, v=x: f(v), repeats
+                    )
+                row[f"{label}_train_us"] = 1e6 * _median_seconds(
                     lambda f=layer, v=x, g=grad: f(v).backward(g), repeats
                 )
             rows.append(row)

@@ -421,3 +421,16 @@ def test_default_early_stopping_can_end_a_run_that_overfits(num_train):
     assert cfg.patience is not None
     assert cfg.patience * cfg.eval_every <= cfg.max_steps // 3
     assert cfg.patience >= 3  # still rides out a noisy validation or two
+
+
+@pytest.mark.parametrize(
+    "version,device,fused",
+    [("2.3.1", "cpu", False), ("2.4.0", "cpu", True), ("2.14.1+cu130", "cpu", True),
+     ("2.3.1", "cuda", True), ("2.14.1", "mps", False)],
+)  # fmt: skip
+def test_fused_adamw_only_where_this_torch_has_it(monkeypatch, version, device, fused):
+    # torch 2.3 (the oldest we declare) raises for AdamW(fused=True) on CPU tensors
+    from flowaug.training import trainer
+
+    monkeypatch.setattr(trainer.torch, "__version__", version)
+    assert trainer._has_fused_adamw(torch.device(device)) is fused

@@ -5,7 +5,7 @@ oneDNN, which runs torch's CPU convolutions, is slow on two kernels of a small-i
 - 1x1 convolutions (the coupling networks' middle layer, the LU 1x1 convolution), which
   :func:`channel_mix` computes with ``baddbmm`` over the batch: forward + backward of the
   64 -> 64 layer at 7x7-16x16 pixels (batch 16) 1.1-1.5x faster, of the 4 -> 4 LU
-  convolution 3.6x;
+  convolution 3.4-3.7x;
 - the backward of a 3x3 convolution to a few channels (the coupling networks' last layer on
   grayscale images: 64 -> 4 channels at 14x14), which :class:`NarrowConv` computes as one
   matrix product to ``9 x 4`` channels followed by a sum of nine shifted windows: forward +

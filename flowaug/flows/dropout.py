@@ -5,7 +5,7 @@ torch's CPU dropout draws its mask with ``bernoulli_``, one number at a time
 step. :class:`Dropout` draws the CPU mask from 16-bit uniform integers instead, four to each
 64-bit draw of torch's generator: a quarter of the generator calls of ``rand``, which made the
 mask 3.4x cheaper again than ``rand >= p`` (``[16, 64, 14, 14]``: 0.57 -> 0.17 ms); the layer's
-forward + backward is 2.5-2.9x faster than ``nn.Dropout``'s (one and two threads). The keep
+forward + backward is 2.9-3.7x faster than ``nn.Dropout``'s (one and two threads). The keep
 probability is ``1 - p`` rounded to a multiple of 1/65536 (at most 7.6e-6 off); the scale is
 ``nn.Dropout``'s ``1 / (1 - p)``. Other devices use :class:`torch.nn.Dropout`. Measured by
 ``benchmarks/cpu_kernels.py``.
